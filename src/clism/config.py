@@ -1,0 +1,165 @@
+"""Typed run configuration: dataclasses filled from defaults, a YAML/JSON file, then flags.
+
+Every command describes its options as one dataclass. ``add_arguments`` turns the
+fields into ``--kebab-case`` flags; ``resolve`` layers defaults < ``--config FILE`` <
+flags given on the command line; ``save_config`` writes the result next to a run's
+outputs so the run can be repeated with ``--config that/file.yaml``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a value read from YAML/JSON or a flag into the field's declared type."""
+    tp, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}: null is not allowed here")
+    origin = typing.get_origin(tp)
+    try:
+        if origin in (list, tuple):
+            (item_tp, *_) = typing.get_args(tp) or (str,)
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            items = [_coerce(v, item_tp, where) for v in value]
+            return items if origin is list else tuple(items)
+        if tp is bool:
+            return value if isinstance(value, bool) else _parse_bool(str(value))
+        if tp in (int, float, str):
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(f"{value} is not an integer")
+            return tp(value)
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            return from_dict(tp, value, where)
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+        raise ConfigError(f"{where}: cannot read {value!r} as {getattr(tp, '__name__', tp)}: {exc}") from None
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {unknown}; known: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}: {k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def load_file(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value at the top level")
+    return data
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, positional: tuple[str, ...] = ()) -> None:
+    """Add one flag per dataclass field (default None so only given flags override)."""
+    hints = typing.get_type_hints(cls)
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file with any of these options")
+    for field in dataclasses.fields(cls):
+        tp, _ = _unwrap_optional(hints[field.name])
+        help_text = field.metadata.get("help", "")
+        default = field.default if field.default is not dataclasses.MISSING else None
+        if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = field.default_factory()  # type: ignore[misc]
+        if default not in (None, "", []):
+            help_text += f" (default: {default if not isinstance(default, list) else ','.join(map(str, default))})"
+        if field.name in positional:
+            parser.add_argument(field.name, nargs="?", default=None, help=help_text)
+            continue
+        kwargs: dict[str, Any] = {"dest": field.name, "default": None, "help": help_text}
+        if tp is bool:
+            kwargs["type"] = _parse_bool
+            kwargs["nargs"] = "?"
+            kwargs["const"] = True
+            kwargs["metavar"] = "BOOL"
+        elif typing.get_origin(tp) in (list, tuple):
+            kwargs["metavar"] = "A,B,..."
+        else:
+            kwargs["metavar"] = getattr(tp, "__name__", "VALUE").upper()
+        parser.add_argument(_flag(field.name), **kwargs)
+
+
+def resolve(cls: type[T], args: argparse.Namespace) -> T:
+    data: dict = {}
+    if getattr(args, "config", None):
+        data.update(load_file(args.config))
+    for field in dataclasses.fields(cls):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            data[field.name] = value
+    where = f"options (from {args.config} and flags)" if getattr(args, "config", None) else "options"
+    try:
+        return from_dict(cls, data, where)
+    except TypeError as exc:  # a required field was not given
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def save_config(obj: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"_type": type(obj).__name__, **to_dict(obj)}
+    if path.suffix == ".json":
+        path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    else:
+        path.write_text(yaml.safe_dump(payload, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    data = load_file(path)
+    data.pop("_type", None)
+    return from_dict(cls, data, str(path))

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from clism.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "data" in out and "model" in out
+    with pytest.raises(SystemExit):
+        main(["data", "--help"])
+    out = capsys.readouterr().out
+    assert "list" in out and "verify" in out and "english-qa" in out
+
+
+def test_data_list_shows_present_languages(mirror, capsys):
+    code, out, _ = run(capsys, "data", "list", "--data-dir", str(mirror))
+    assert code == 0
+    block = out.split("xquad  [qa]")[1].split("\n\n")[0]
+    assert "present (mirror): en de  [test]" in block or "present (mirror): de en  [test]" in block
+    assert "mlqa  [qa]" in out and "present: none" in out.split("mlqa  [qa]")[1].split("\n\n")[0]
+
+
+def test_data_list_without_mirror_fails_clearly(capsys):
+    code, _, err = run(capsys, "data", "list")
+    assert code == 2
+    assert "no mirror directory set" in err and "CLISM_DATA_DIR" in err
+
+
+def test_data_list_env_var_and_missing_directory(mirror, capsys, monkeypatch):
+    monkeypatch.setenv("CLISM_DATA_DIR", str(mirror))
+    assert run(capsys, "data", "list")[0] == 0
+    code, _, err = run(capsys, "data", "list", "--data-dir", str(mirror / "nope"))
+    assert code == 2 and "does not exist" in err
+
+
+def test_data_verify_checks_sums_and_reads(mirror, capsys):
+    code, out, _ = run(capsys, "data", "verify", "xquad", "--data-dir", str(mirror))
+    assert code == 0 and "xquad/en/test  mirror          1  ok" in out
+    # corrupt one file: checksum mismatch is reported and the command fails
+    (mirror / "xquad/xquad.de.json").write_text('{"data": [')
+    code, out, _ = run(capsys, "data", "verify", "xquad", "--data-dir", str(mirror))
+    assert code == 1 and "MISMATCH" in out and "invalid JSON" in out
+
+
+def test_english_qa_writes_squad_json_and_config(mirror, tmp_path, capsys):
+    out_file = tmp_path / "out" / "train.json"
+    code, out, _ = run(capsys, "data", "english-qa", "--data-dir", str(mirror), "--out", str(out_file))
+    assert code == 0 and "3 questions" in out
+    data = json.loads(out_file.read_text())
+    assert sum(len(p["qas"]) for a in data["data"] for p in a["paragraphs"]) == 3
+    assert "include_tydiqa: true" in (tmp_path / "out" / "config.yaml").read_text()
