@@ -1,0 +1,1 @@
+"""Metrics (pinned to the official scripts) and prediction."""
