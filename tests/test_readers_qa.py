@@ -23,7 +23,7 @@ def test_answer_start_off_by_one_is_dropped_reported_and_counted(tmp_path):
     examples, report = read_squad(write(tmp_path / "x.json", json.dumps(data)))
     assert [e.id for e in examples] == ["good"]
     assert len(examples[0].answers) == 1  # the wrong second answer of "good" is not used
-    assert report.answers_dropped == 2
+    assert report.bad_offsets == 2
     assert report.examples_skipped == 1
     assert any("id bad" in p and "answer_start 13" in p for p in report.problems)
     assert any("id good" in p for p in report.problems)

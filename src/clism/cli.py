@@ -154,11 +154,51 @@ def cmd_model_check(opts: ModelCheckOptions) -> int:
     return 0 if result.passed else 1
 
 
+def cmd_finetune_qa(opts) -> int:
+    from clism.tasks.qa import run_finetune
+
+    run_finetune(opts)
+    print((Path(opts.out) / "metrics.md").read_text())
+    print(f"outputs: {opts.out}")
+    return 0
+
+
+def cmd_evaluate_qa(opts) -> int:
+    import json
+
+    from clism.tasks.qa import run_evaluate
+
+    result = run_evaluate(opts)
+    if opts.predictions:
+        print(json.dumps(result))
+    else:
+        print((Path(opts.out) / "metrics.md").read_text())
+        print(f"outputs: {opts.out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 Command = tuple[type, Callable[[object], int], str, tuple[str, ...]]
 
+def _qa_options():
+    from clism.tasks.qa import QAEvalOptions, QAFinetuneOptions
+
+    return QAFinetuneOptions, QAEvalOptions
+
+
+QA_FINETUNE, QA_EVAL = _qa_options()
+
 COMMANDS: dict[str, dict[str, Command]] = {
+    "finetune": {
+        "qa": (QA_FINETUNE, cmd_finetune_qa,
+               "fine-tune on English QA, then evaluate on every language present (few-shot with --train-examples)",
+               ()),
+    },
+    "evaluate": {
+        "qa": (QA_EVAL, cmd_evaluate_qa,
+               "evaluate a fine-tuned QA model, or score a prediction file (--predictions, --data)", ()),
+    },
     "data": {
         "list": (DataListOptions, cmd_data_list, "every supported dataset and what is present locally", ()),
         "verify": (DataVerifyOptions, cmd_data_verify, "check files: checksums where known, and read them all",
@@ -205,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     options_cls, handler, _, _ = COMMANDS[args.group][args.command]
     try:
         return handler(resolve(options_cls, args))
-    except (ConfigError, DataNotFoundError, DataFormatError, ModelNotFoundError, KeyError) as exc:
+    except (ConfigError, DataNotFoundError, DataFormatError, ModelNotFoundError, KeyError, ValueError,
+            FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"clism {args.group} {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -19,12 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def load_qa(dataset: str, lang: str, split: str, data_dir: str | Path | None = None,
-            download: bool = True) -> tuple[list[QAExample], ReadReport]:
+            download: bool = True, require_valid_answers: bool = True) -> tuple[list[QAExample], ReadReport]:
     spec = get_dataset(dataset)
     if spec.task != "qa":
         raise ValueError(f"{dataset} is a {spec.task} dataset, not QA")
     located = locate(spec.get(lang, split), data_dir=data_dir, download=download)
-    return read_squad_files(located.paths, lang=lang, id_prefix=located.id_prefix)
+    return read_squad_files(located.paths, lang=lang, id_prefix=located.id_prefix,
+                            require_valid_answers=require_valid_answers)
 
 
 def load_ner(dataset: str, lang: str, split: str, data_dir: str | Path | None = None,

@@ -38,7 +38,7 @@ class ReadReport:
 
     path: str
     kept: int = 0
-    answers_dropped: int = 0
+    bad_offsets: int = 0  # answers whose answer_start does not point at their text
     examples_skipped: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -47,10 +47,10 @@ class ReadReport:
 
     def summary(self) -> str:
         text = f"{self.path}: kept {self.kept} questions"
-        if self.answers_dropped or self.examples_skipped:
+        if self.bad_offsets or self.examples_skipped:
             text += (
-                f"; {self.answers_dropped} answer(s) dropped because answer_start does not point at the "
-                f"answer text, {self.examples_skipped} question(s) skipped with no usable answer"
+                f"; {self.bad_offsets} answer(s) whose answer_start does not point at the answer text "
+                f"(not used for training), {self.examples_skipped} question(s) skipped with no usable answer"
             )
         return text
 
@@ -71,6 +71,7 @@ def read_squad(
     lang: str = "",
     id_prefix: str | None = None,
     report: ReadReport | None = None,
+    require_valid_answers: bool = True,
 ) -> tuple[list[QAExample], ReadReport]:
     """Read one SQuAD-format JSON file (gzip or plain).
 
@@ -78,6 +79,9 @@ def read_squad(
     offset does not point at its text is dropped and reported by question id; a
     question left with no answer is skipped and counted. ``id_prefix`` keeps only
     questions whose id starts with it (TyDiQA's combined file, e.g. ``"arabic-"``).
+    With ``require_valid_answers=False`` (evaluation, where only answer texts are
+    scored, as in the official scripts) such answers are still reported and counted but
+    kept, and no question is skipped.
     """
     path = Path(path)
     report = report or ReadReport(str(path))
@@ -104,13 +108,14 @@ def read_squad(
                     start = _require(ans, "answer_start", int, where_ans, path)
                     if start < 0 or context[start: start + len(text)] != text:
                         found = context[max(start, 0): max(start, 0) + len(text)]
-                        report.answers_dropped += 1
+                        report.bad_offsets += 1
                         report.note(
                             f"id {qid}: answer {text!r} not at answer_start {start} (context there reads {found!r})"
                         )
-                        continue
+                        if require_valid_answers:
+                            continue
                     answers.append(Answer(text, start))
-                if not answers:
+                if not answers and require_valid_answers:
                     report.examples_skipped += 1
                     report.note(f"id {qid}: skipped, no answer with a valid answer_start")
                     continue
@@ -121,13 +126,15 @@ def read_squad(
     return examples, report
 
 
-def read_squad_files(paths: Iterable[str | Path], lang: str = "", id_prefix: str | None = None):
+def read_squad_files(paths: Iterable[str | Path], lang: str = "", id_prefix: str | None = None,
+                     require_valid_answers: bool = True):
     """Read several files that together form one split (e.g. the two SQuAD dev halves)."""
     paths = list(paths)
     report = ReadReport(" + ".join(str(p) for p in paths))
     examples: list[QAExample] = []
     for path in paths:
-        more, _ = read_squad(path, lang=lang, id_prefix=id_prefix, report=report)
+        more, _ = read_squad(path, lang=lang, id_prefix=id_prefix, report=report,
+                             require_valid_answers=require_valid_answers)
         examples.extend(more)
     seen: set[str] = set()
     for ex in examples:

@@ -58,7 +58,7 @@ def read_records(spec: DatasetSpec, located: Located) -> tuple[int, str]:
     if spec.task == "qa":
         examples, report = read_squad_files(located.paths, lang=located.resource.lang, id_prefix=located.id_prefix)
         problems = "" if not report.problems else (
-            f"{report.answers_dropped} answers dropped, {report.examples_skipped} questions skipped: "
+            f"{report.bad_offsets} answers with a bad answer_start, {report.examples_skipped} questions skipped: "
             + report.problems[0]
         )
         return len(examples), problems

@@ -12,6 +12,7 @@ scores 0 and is counted in ``missing``, as the official scripts do.
 """
 from __future__ import annotations
 
+import functools
 import re
 import string
 import sys
@@ -21,7 +22,14 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 _ASCII_PUNCT = set(string.punctuation)
-_UNICODE_PUNCT = {chr(i) for i in range(sys.maxunicode) if unicodedata.category(chr(i)).startswith("P")} | _ASCII_PUNCT
+
+
+@functools.cache
+def _unicode_punct() -> frozenset[str]:
+    """Unicode punctuation (categories P*) plus ASCII punctuation, as MLQA defines PUNCT."""
+    cats = (chr(i) for i in range(sys.maxunicode))
+    return frozenset(c for c in cats if unicodedata.category(c).startswith("P")) | _ASCII_PUNCT
+
 
 MLQA_WHITESPACE_LANGS = ("en", "es", "hi", "vi", "de", "ar")
 MLQA_MIXED_SEGMENTATION_LANGS = ("zh",)
@@ -53,10 +61,11 @@ def normalize_squad(text: str) -> str:
 
 def _mixed_segmentation(text: str) -> list[str]:
     """Each CJK character (and punctuation mark) is a token; the rest split on whitespace."""
+    punct = _unicode_punct()
     tokens: list[str] = []
     pending = ""
     for ch in text:
-        if _CJK.search(ch) or ch in _UNICODE_PUNCT:
+        if _CJK.search(ch) or ch in punct:
             if pending:
                 tokens.extend(pending.split())
                 pending = ""
@@ -75,7 +84,8 @@ def normalize_mlqa(text: str, lang: str, whitespace_fallback: bool = False) -> s
             f"or ask for the whitespace fallback (no articles, whitespace tokens)"
         )
     text = text.lower()
-    text = "".join(ch for ch in text if ch not in _UNICODE_PUNCT)
+    punct = _unicode_punct()
+    text = "".join(ch for ch in text if ch not in punct)
     articles = _MLQA_ARTICLES.get(lang)
     if articles is not None:
         text = articles.sub(" ", text)

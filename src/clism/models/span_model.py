@@ -1,0 +1,151 @@
+"""Span extraction on top of any encoder: a linear start/end head or the question-aware
+span selection (QASS) head fed by ``[QUE]`` states, with save/load that keeps both.
+
+QASS (PAPER.md, after Splinter): for a ``[QUE]`` state ``x_q``, ``s_q = W_s x_q`` and
+``e_q = W_e x_q``; the start logit of token k is ``x_k . s_q`` (likewise the end). The
+same head serves CLISM pre-training (several ``[QUE]`` per input) and fine-tuning
+(one ``[QUE]`` after the question).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+QUE_TOKEN = "[QUE]"
+HEADS = ("linear", "qass")
+HEAD_FILE = "span_head.safetensors"
+META_FILE = "clism_model.json"
+
+
+class QuestionAwareSpanHead(nn.Module):
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.start_query = nn.Linear(hidden_size, hidden_size)
+        self.end_query = nn.Linear(hidden_size, hidden_size)
+        for layer in (self.start_query, self.end_query):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, hidden: torch.Tensor, que_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden (B, T, H), que_positions (B, Q) -> start, end logits (B, Q, T)."""
+        index = que_positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
+        que_states = hidden.gather(1, index)  # (B, Q, H)
+        start = torch.einsum("bqh,bth->bqt", self.start_query(que_states), hidden)
+        end = torch.einsum("bqh,bth->bqt", self.end_query(que_states), hidden)
+        return start, end
+
+
+class SpanExtractionModel(nn.Module):
+    def __init__(self, encoder: nn.Module, head: str = "linear"):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
+        self.encoder = encoder
+        self.head_type = head
+        hidden = encoder.config.hidden_size
+        self.head = nn.Linear(hidden, 2) if head == "linear" else QuestionAwareSpanHead(hidden)
+        if head == "linear":
+            nn.init.normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids, attention_mask, allowed_mask, que_position=None, token_type_ids=None,
+                start_positions=None, end_positions=None):
+        """``allowed_mask`` (B, T) marks positions an answer may start/end at (passage + CLS)."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kwargs).last_hidden_state
+        if self.head_type == "linear":
+            start, end = self.head(hidden).unbind(-1)
+        else:
+            start, end = self.head(hidden, que_position.unsqueeze(1))
+            start, end = start.squeeze(1), end.squeeze(1)
+        neg = torch.finfo(start.dtype).min
+        start = start.masked_fill(~allowed_mask, neg)
+        end = end.masked_fill(~allowed_mask, neg)
+        out = {"start_logits": start, "end_logits": end}
+        if start_positions is not None:
+            ce = nn.functional.cross_entropy
+            out["loss"] = (ce(start.float(), start_positions) + ce(end.float(), end_positions)) / 2
+        return out
+
+    # ------------------------------------------------------------------ save / load
+
+    def save(self, directory: str | Path, tokenizer=None) -> Path:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(directory)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(directory / HEAD_FILE))
+        (directory / META_FILE).write_text(json.dumps({"head": self.head_type, "que_token": QUE_TOKEN}, indent=2))
+        return directory
+
+
+def ensure_que_token(tokenizer, encoder) -> int:
+    """Add ``[QUE]`` to tokenizer and embeddings when missing; return its id.
+
+    A new ``[QUE]`` row starts as the mean input embedding (a neutral point), not random."""
+    if QUE_TOKEN in tokenizer.get_vocab():
+        que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN)
+        if que_id >= encoder.get_input_embeddings().num_embeddings:
+            raise ValueError(f"{QUE_TOKEN} id {que_id} is outside the model's embedding matrix")
+        return que_id
+    tokenizer.add_special_tokens({"additional_special_tokens": [QUE_TOKEN]})
+    que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN)
+    embeddings = encoder.get_input_embeddings()
+    if que_id >= embeddings.num_embeddings:
+        with torch.no_grad():
+            mean = embeddings.weight.mean(dim=0)
+        encoder.resize_token_embeddings(que_id + 1, mean_resizing=False)
+        with torch.no_grad():
+            encoder.get_input_embeddings().weight[que_id] = mean
+    else:  # spare rows exist (multilingual-e5 has 35 beyond its vocabulary): use one
+        with torch.no_grad():
+            embeddings.weight[que_id] = embeddings.weight[: tokenizer.vocab_size].mean(dim=0)
+    return que_id
+
+
+def dropout_overrides(config, dropout: float | None) -> dict:
+    if dropout is None:
+        return {}
+    names = [n for n in vars(config) if n.endswith("dropout_prob") or n in ("dropout", "attention_dropout")]
+    return {n: dropout for n in names}
+
+
+def load_span_model(name_or_path: str, head: str, dropout: float | None = None):
+    """Encoder + tokenizer + head. A clism checkpoint with the same head keeps its head
+    weights (and its ``[QUE]`` row); anything else starts the head fresh."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from clism.models.registry import resolve_model
+
+    path = resolve_model(name_or_path)
+    config = AutoConfig.from_pretrained(path)
+    overrides = dropout_overrides(config, dropout)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        encoder = AutoModel.from_pretrained(path, add_pooling_layer=False, **overrides)
+    except TypeError:
+        encoder = AutoModel.from_pretrained(path, **overrides)
+    if head == "qass":
+        ensure_que_token(tokenizer, encoder)
+    model = SpanExtractionModel(encoder, head)
+    meta_path = Path(path) / META_FILE
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("head") == head and (Path(path) / HEAD_FILE).is_file():
+            model.head.load_state_dict(load_file(str(Path(path) / HEAD_FILE)))
+            log.info("loaded the %s span head from %s", head, path)
+        else:
+            log.info("%s holds a %s head; starting a fresh %s head", path, meta.get("head"), head)
+    return model, tokenizer

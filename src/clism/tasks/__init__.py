@@ -1,0 +1,1 @@
+"""Tasks end to end: fine-tune, predict, score, write outputs (QA, NER)."""

