@@ -54,6 +54,9 @@ class SpanExtractionModel(nn.Module):
             nn.init.normal_(self.head.weight, std=0.02)
             nn.init.zeros_(self.head.bias)
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.encoder.get_input_embeddings()
+
     def forward(self, input_ids, attention_mask, allowed_mask, que_position=None, token_type_ids=None,
                 start_positions=None, end_positions=None):
         """``allowed_mask`` (B, T) marks positions an answer may start/end at (passage + CLS)."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -27,10 +26,12 @@ from clism.data.load import english_qa_training_set, load_qa
 from clism.data.qa import QAExample, read_squad_files
 from clism.data.registry import get_dataset, inventory
 from clism.evaluation.qa_metrics import QAMetric, score_predictions
+from clism.tasks.runs import run_seeds, write_summary
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EVAL_SPLIT = {"xquad": "test", "mlqa": "test", "tydiqa_goldp": "dev", "squad_v1.1": "dev"}
+QA_KEYS, QA_LABELS = ("f1", "exact_match"), ("F1", "EM")
 DEFAULT_METRIC = {"xquad": "squad", "tydiqa_goldp": "squad", "squad_v1.1": "squad", "mlqa": "mlqa"}
 
 
@@ -212,7 +213,8 @@ def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int,
                             weight_decay=opts.weight_decay, seed=seed, mixed_precision=opts.mixed_precision,
                             freeze_word_embeddings=opts.freeze_word_embeddings)
     pad_id = tokenizer.pad_token_id
-    result = train(model, features, lambda batch: collate(batch, pad_id, True), settings, desc=f"qa seed {seed}")
+    result = train(model, features, lambda batch: collate(batch, pad_id, True), settings, desc=f"qa seed {seed}",
+                   lengths=[len(f.input_ids) for f in features])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "train_log.json").write_text(json.dumps({
         "seed": seed, "train_questions": len(train_examples), "train_windows": len(features),
@@ -224,51 +226,8 @@ def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int,
         model.save(run_dir / "model", tokenizer)
     metrics = evaluate_model(model, tokenizer, sets, run_dir, opts.head, opts.max_length, opts.doc_stride,
                              opts.eval_batch_size) if sets else {}
-    metrics = {"seed": seed, "train_loss_first": result.losses[0], "train_loss_last": result.losses[-1],
-               "results": metrics}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    return metrics
-
-
-def aggregate(per_seed: list[dict]) -> dict:
-    """{dataset: {lang: {f1_mean, f1_std, em_mean, em_std, seeds}}} plus an 'average' per dataset."""
-    table: dict = {}
-    for run in per_seed:
-        for dataset, by_lang in run["results"].items():
-            for lang, scores in by_lang.items():
-                cell = table.setdefault(dataset, {}).setdefault(lang, {"f1": [], "exact_match": []})
-                cell["f1"].append(scores["f1"])
-                cell["exact_match"].append(scores["exact_match"])
-    out: dict = {}
-    for dataset, by_lang in table.items():
-        out[dataset] = {}
-        for lang, cell in by_lang.items():
-            out[dataset][lang] = _summary(cell["f1"], cell["exact_match"])
-        same_lang = [lang for lang in by_lang if "-" not in lang or lang.split("-")[0] == lang.split("-")[1]]
-        per_seed_avg_f1 = [statistics.fmean(v) for v in zip(*(by_lang[lang]["f1"] for lang in same_lang))]
-        per_seed_avg_em = [statistics.fmean(v) for v in zip(*(by_lang[lang]["exact_match"] for lang in same_lang))]
-        out[dataset]["average"] = _summary(per_seed_avg_f1, per_seed_avg_em)
-    return out
-
-
-def _summary(f1: list[float], em: list[float]) -> dict:
-    return {
-        "f1_mean": statistics.fmean(f1), "f1_std": statistics.stdev(f1) if len(f1) > 1 else 0.0,
-        "em_mean": statistics.fmean(em), "em_std": statistics.stdev(em) if len(em) > 1 else 0.0,
-        "seeds": len(f1),
-    }
-
-
-def markdown_table(summary: dict, title: str) -> str:
-    lines = [f"### {title}", "", "| dataset | language | F1 | EM | seeds |", "|---|---|---|---|---|"]
-    for dataset, by_lang in summary.items():
-        for lang, s in by_lang.items():
-            spread = s["seeds"] > 1
-            f1 = f"{s['f1_mean']:.2f}" + (f" ± {s['f1_std']:.2f}" if spread else "")
-            em = f"{s['em_mean']:.2f}" + (f" ± {s['em_std']:.2f}" if spread else "")
-            name = f"**{lang}**" if lang == "average" else lang
-            lines.append(f"| {dataset} | {name} | {f1} | {em} | {s['seeds']} |")
-    return "\n".join(lines) + "\n"
+    return {"seed": seed, "train_loss_first": result.losses[0], "train_loss_last": result.losses[-1],
+            "results": metrics}
 
 
 def run_finetune(opts: QAFinetuneOptions) -> dict:
@@ -278,21 +237,10 @@ def run_finetune(opts: QAFinetuneOptions) -> dict:
     pool = training_pool(opts.train_data, opts.data_dir)
     sets = evaluation_sets(opts.eval_datasets, opts.eval_langs, "", opts.cross_lingual, opts.data_dir,
                            opts.max_eval_examples) if opts.eval_datasets else []
-    per_seed = []
-    for seed in opts.seeds:
-        run_dir = out / f"seed-{seed}"
-        done = run_dir / "metrics.json"
-        if done.is_file():
-            log.info("seed %d already finished (%s); skipping", seed, done)
-            per_seed.append(json.loads(done.read_text()))
-            continue
-        per_seed.append(finetune_one_seed(opts, pool, seed, sets, run_dir))
-    summary = aggregate(per_seed) if sets else {}
+    per_seed = run_seeds(out, opts.seeds, lambda seed, run_dir: finetune_one_seed(opts, pool, seed, sets, run_dir))
     k = f"{opts.train_examples} examples" if opts.train_examples else "full training set"
     title = f"{opts.model}, head {opts.head}, {k}, seeds {','.join(map(str, opts.seeds))}"
-    (out / "metrics.json").write_text(json.dumps({"summary": summary, "per_seed": per_seed}, indent=1) + "\n")
-    (out / "metrics.md").write_text(markdown_table(summary, title) if summary else "no evaluation\n")
-    return summary
+    return write_summary(out, per_seed, QA_KEYS, QA_LABELS, title)
 
 
 def run_evaluate(opts: QAEvalOptions) -> dict:
@@ -314,10 +262,7 @@ def run_evaluate(opts: QAEvalOptions) -> dict:
                            opts.max_eval_examples)
     results = evaluate_model(model, tokenizer, sets, out, head, opts.max_length, opts.doc_stride,
                              opts.eval_batch_size, opts.metric, opts.whitespace_fallback)
-    summary = aggregate([{"results": results}])
-    (out / "metrics.json").write_text(json.dumps({"summary": summary, "results": results}, indent=1) + "\n")
-    (out / "metrics.md").write_text(markdown_table(summary, f"{opts.model}, head {head}"))
-    return summary
+    return write_summary(out, [{"results": results}], QA_KEYS, QA_LABELS, f"{opts.model}, head {head}")
 
 
 def score_file(opts: QAEvalOptions) -> dict:

@@ -33,6 +33,28 @@ class LoopSettings:
     freeze_word_embeddings: bool = False
 
 
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Shuffled batches of similar length: shuffle, sort within chunks of 50 batches,
+    cut into batches, shuffle the batches. Padding falls, randomness stays; each pass
+    draws a new order from the seeded generator."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, generator: torch.Generator, chunk_batches: int = 50):
+        self.lengths, self.batch_size, self.generator = list(lengths), batch_size, generator
+        self.chunk = batch_size * chunk_batches
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        batches = []
+        for start in range(0, len(order), self.chunk):
+            chunk = sorted(order[start: start + self.chunk], key=lambda i: -self.lengths[i])
+            batches += [chunk[i: i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[b]
+
+
 @dataclass
 class LoopResult:
     steps: int
@@ -42,7 +64,10 @@ class LoopResult:
 
 
 def train(model: torch.nn.Module, items: Sequence, collate: Callable[[list], dict], settings: LoopSettings,
-          desc: str = "train") -> LoopResult:
+          desc: str = "train", lengths: Sequence[int] | None = None) -> LoopResult:
+    """Train ``model`` (whose forward returns a dict with ``loss``) on ``items``.
+
+    With ``lengths`` (tokens per item), batches group items of similar length."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -57,10 +82,14 @@ def train(model: torch.nn.Module, items: Sequence, collate: Callable[[list], dic
                               mixed_precision=settings.mixed_precision)
     set_seed(settings.seed)
     if settings.freeze_word_embeddings:
-        model.encoder.get_input_embeddings().weight.requires_grad_(False)
+        model.get_input_embeddings().weight.requires_grad_(False)
     generator = torch.Generator().manual_seed(settings.seed)
-    loader = torch.utils.data.DataLoader(list(items), batch_size=micro, shuffle=True, collate_fn=collate,
-                                         generator=generator, drop_last=False)
+    if lengths is not None:
+        loader = torch.utils.data.DataLoader(list(items), collate_fn=collate,
+                                             batch_sampler=LengthGroupedBatches(lengths, micro, generator))
+    else:
+        loader = torch.utils.data.DataLoader(list(items), batch_size=micro, shuffle=True, collate_fn=collate,
+                                             generator=generator, drop_last=False)
     per_process_batches = math.ceil(len(items) / micro / accelerator.num_processes)
     steps_per_epoch = max(1, per_process_batches // accelerator.gradient_accumulation_steps)
     total_steps = settings.max_steps or max(1, math.ceil(settings.epochs * steps_per_epoch))

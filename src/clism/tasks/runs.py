@@ -1,0 +1,84 @@
+"""What QA and NER runs share: one directory per seed, resume by skipping finished
+seeds, and the mean ± standard deviation table over seeds."""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from pathlib import Path
+from typing import Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+
+def run_seeds(out: Path, seeds: Sequence[int], run_one: Callable[[int, Path], dict]) -> list[dict]:
+    """Call ``run_one(seed, out/seed-<s>)`` for each seed whose ``metrics.json`` is missing."""
+    per_seed = []
+    for seed in seeds:
+        run_dir = out / f"seed-{seed}"
+        done = run_dir / "metrics.json"
+        if done.is_file():
+            log.info("seed %d already finished (%s); skipping", seed, done)
+            per_seed.append(json.loads(done.read_text()))
+            continue
+        metrics = run_one(seed, run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
+        per_seed.append(metrics)
+    return per_seed
+
+
+def _is_same_language(lang: str) -> bool:
+    parts = lang.split("-")
+    return len(parts) != 2 or parts[0] == parts[1]
+
+
+def summarize(per_seed: list[dict], keys: Sequence[str]) -> dict:
+    """{dataset: {lang | 'average': {<key>_mean, <key>_std, seeds}}} over the seeds' ``results``.
+
+    The average covers same-language cells only (cross-lingual pairs are listed, not averaged)."""
+    cells: dict = {}
+    for run in per_seed:
+        for dataset, by_lang in run["results"].items():
+            for lang, scores in by_lang.items():
+                cell = cells.setdefault(dataset, {}).setdefault(lang, {k: [] for k in keys})
+                for k in keys:
+                    cell[k].append(scores[k])
+    summary: dict = {}
+    for dataset, by_lang in cells.items():
+        summary[dataset] = {lang: _stats(cell, keys) for lang, cell in by_lang.items()}
+        langs = [lang for lang in by_lang if _is_same_language(lang)]
+        averages = {k: [statistics.fmean(v) for v in zip(*(by_lang[lang][k] for lang in langs))] for k in keys}
+        summary[dataset]["average"] = _stats(averages, keys)
+    return summary
+
+
+def _stats(cell: dict[str, list[float]], keys: Sequence[str]) -> dict:
+    out: dict = {}
+    for k in keys:
+        values = cell[k]
+        out[f"{k}_mean"] = statistics.fmean(values)
+        out[f"{k}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    out["seeds"] = len(cell[keys[0]])
+    return out
+
+
+def markdown_table(summary: dict, title: str, keys: Sequence[str], labels: Sequence[str]) -> str:
+    head = "| dataset | language | " + " | ".join(labels) + " | seeds |"
+    lines = [f"### {title}", "", head, "|" + "---|" * (len(keys) + 3)]
+    for dataset, by_lang in summary.items():
+        for lang, s in by_lang.items():
+            spread = s["seeds"] > 1
+            values = [f"{s[k + '_mean']:.2f}" + (f" ± {s[k + '_std']:.2f}" if spread else "") for k in keys]
+            name = f"**{lang}**" if lang == "average" else lang
+            lines.append(f"| {dataset} | {name} | " + " | ".join(values) + f" | {s['seeds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out: Path, per_seed: list[dict], keys: Sequence[str], labels: Sequence[str], title: str) -> dict:
+    has_results = any(run.get("results") for run in per_seed)
+    summary = summarize(per_seed, keys) if has_results else {}
+    (out / "metrics.json").write_text(json.dumps({"summary": summary, "per_seed": per_seed}, indent=1,
+                                                 ensure_ascii=False) + "\n")
+    (out / "metrics.md").write_text(markdown_table(summary, title, keys, labels) if summary else "no evaluation\n")
+    return summary
