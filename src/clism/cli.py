@@ -177,27 +177,49 @@ def cmd_evaluate_qa(opts) -> int:
     return 0
 
 
+def cmd_finetune_ner(opts) -> int:
+    from clism.tasks.ner import run_finetune
+
+    run_finetune(opts)
+    print((Path(opts.out) / "metrics.md").read_text())
+    print(f"outputs: {opts.out}")
+    return 0
+
+
+def cmd_evaluate_ner(opts) -> int:
+    import json
+
+    from clism.tasks.ner import run_evaluate
+
+    result = run_evaluate(opts)
+    if opts.predictions:
+        print(json.dumps(result))
+    else:
+        print((Path(opts.out) / "metrics.md").read_text())
+        print(f"outputs: {opts.out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 Command = tuple[type, Callable[[object], int], str, tuple[str, ...]]
 
-def _qa_options():
-    from clism.tasks.qa import QAEvalOptions, QAFinetuneOptions
-
-    return QAFinetuneOptions, QAEvalOptions
-
-
-QA_FINETUNE, QA_EVAL = _qa_options()
+from clism.tasks.ner import NEREvalOptions, NERFinetuneOptions  # noqa: E402  (options only; light imports)
+from clism.tasks.qa import QAEvalOptions, QAFinetuneOptions  # noqa: E402
 
 COMMANDS: dict[str, dict[str, Command]] = {
     "finetune": {
-        "qa": (QA_FINETUNE, cmd_finetune_qa,
+        "qa": (QAFinetuneOptions, cmd_finetune_qa,
                "fine-tune on English QA, then evaluate on every language present (few-shot with --train-examples)",
                ()),
+        "ner": (NERFinetuneOptions, cmd_finetune_ner,
+                "fine-tune NER on English, then evaluate zero-shot on WikiAnn / CoNLL languages present", ()),
     },
     "evaluate": {
-        "qa": (QA_EVAL, cmd_evaluate_qa,
+        "qa": (QAEvalOptions, cmd_evaluate_qa,
                "evaluate a fine-tuned QA model, or score a prediction file (--predictions, --data)", ()),
+        "ner": (NEREvalOptions, cmd_evaluate_ner,
+                "evaluate a fine-tuned NER model, or score a predicted tag file (--predictions, --data)", ()),
     },
     "data": {
         "list": (DataListOptions, cmd_data_list, "every supported dataset and what is present locally", ()),

@@ -1,0 +1,287 @@
+"""Cross-lingual NER: fine-tune on English, evaluate zero-shot with entity-level F1.
+
+Outputs follow the QA task: ``config.yaml``; per seed ``predictions/<dataset>.<lang>.conll``
+(``word<TAB>predicted tag``, a blank line between sentences), ``metrics.json``,
+``train_log.json``, ``model/``; and ``metrics.json`` / ``metrics.md`` over seeds.
+
+Label sets: a model knows the types it was trained on. Evaluated on a dataset whose
+types differ, predicted types the dataset lacks (e.g. MISC on WikiAnn) become ``O`` and
+are counted, and gold types the model cannot predict are listed in the metrics.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from clism.config import save_config
+from clism.data.load import load_ner
+from clism.data.ner import NERSentence, entity_types, read_ner, to_iob2
+from clism.data.registry import get_dataset, inventory
+from clism.evaluation.ner_metrics import entity_scores
+from clism.tasks.runs import run_seeds, write_summary
+
+log = logging.getLogger(__name__)
+
+NER_KEYS, NER_LABELS = ("f1", "precision", "recall"), ("F1", "P", "R")
+
+
+def _opt(default, help: str):
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class NEREvalOptions:
+    model: Optional[str] = _opt(None, "fine-tuned NER checkpoint directory")
+    datasets: list[str] = _opt(["wikiann", "conll2002", "conll2003"], "evaluation datasets")
+    langs: list[str] = _opt([], "languages (default: every language present)")
+    split: str = _opt("test", "split to evaluate")
+    max_length: int = _opt(128, "tokens per window")
+    eval_batch_size: int = _opt(128, "windows per inference batch")
+    max_eval_examples: int = _opt(0, "evaluate only the first N sentences per language (0: all)")
+    data_dir: Optional[str] = _opt(None, "offline data mirror (default: $CLISM_DATA_DIR)")
+    out: str = _opt("runs/ner-eval", "output directory")
+    predictions: Optional[str] = _opt(None, "score this predicted tag file (word<TAB>tag) instead")
+    data: Optional[str] = _opt(None, "with --predictions: the gold file (same sentences, same words)")
+
+
+@dataclass
+class NERFinetuneOptions:
+    model: str = _opt("multilingual-e5-small-q4", "encoder: built-in name, local path or Hugging Face id")
+    train_dataset: str = _opt("wikiann", "training dataset (wikiann or conll2003)")
+    train_lang: str = _opt("en", "training language")
+    train_file: Optional[str] = _opt(None, "train on this NER file instead of a registry dataset")
+    train_examples: int = _opt(0, "use this many training sentences, drawn by the seed (0: all)")
+    seeds: list[int] = _opt([1], "one fine-tuning run per seed")
+    lr: float = _opt(5e-5, "learning rate")
+    batch_size: int = _opt(32, "sentences per optimizer step")
+    micro_batch_size: int = _opt(0, "sentences per forward pass (gradient accumulation); 0: batch_size")
+    epochs: float = _opt(5.0, "epochs (ignored when max_steps > 0)")
+    max_steps: int = _opt(0, "optimizer steps; 0: epochs")
+    warmup_ratio: float = _opt(0.1, "share of steps with a linear warm-up")
+    weight_decay: float = _opt(0.01, "AdamW weight decay")
+    max_length: int = _opt(128, "tokens per window")
+    dropout: Optional[float] = _opt(None, "override the encoder's dropout (0 is ~2x faster on CPU)")
+    freeze_word_embeddings: bool = _opt(False, "keep the word embeddings fixed")
+    mixed_precision: str = _opt("no", "no, bf16 or fp16 (GPU)")
+    eval_datasets: list[str] = _opt(["wikiann", "conll2002", "conll2003"], "evaluate on these after training")
+    eval_langs: list[str] = _opt([], "evaluation languages (default: every language present)")
+    eval_split: str = _opt("test", "evaluation split")
+    eval_batch_size: int = _opt(128, "windows per inference batch")
+    max_eval_examples: int = _opt(0, "evaluate only the first N sentences per language (0: all)")
+    data_dir: Optional[str] = _opt(None, "offline data mirror (default: $CLISM_DATA_DIR)")
+    out: str = _opt("runs/ner", "output directory")
+    save_model: bool = _opt(True, "keep the fine-tuned checkpoint of each seed")
+
+
+def label_list(types: list[str]) -> list[str]:
+    return ["O"] + [f"{p}-{t}" for t in sorted(types) for p in ("B", "I")]
+
+
+def load_token_classifier(name_or_path: str, labels: list[str] | None = None, dropout: float | None = None):
+    """A token classifier; ``labels`` None keeps the checkpoint's own label set."""
+    from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
+
+    from clism.models.registry import resolve_model
+    from clism.models.span_model import dropout_overrides
+
+    path = resolve_model(name_or_path)
+    config = AutoConfig.from_pretrained(path)
+    kwargs = dropout_overrides(config, dropout)
+    if labels is not None:
+        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                      label2id={label: i for i, label in enumerate(labels)})
+    model = AutoModelForTokenClassification.from_pretrained(path, **kwargs)
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def predict_tags(model, tokenizer, sentences: list[NERSentence], max_length: int, batch_size: int,
+                 desc: str = "predict") -> tuple[list[list[str]], float]:
+    """One predicted tag per word of every sentence; also sentences per second."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from clism.data.ner_features import build_ner_features, collate_ner
+
+    started = time.perf_counter()
+    id2label = {int(k): v for k, v in model.config.id2label.items()}
+    features = build_ner_features(sentences, tokenizer, max_length)
+    tags = [["O"] * len(s.words) for s in sentences]
+    order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.inference_mode(), tqdm(total=len(order), desc=desc, unit="win", leave=False) as bar:
+        for start in range(0, len(order), batch_size):
+            idx = order[start: start + batch_size]
+            batch = collate_ner([features[i] for i in idx], tokenizer.pad_token_id, False)
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            best = logits.argmax(-1).cpu().numpy()
+            for row, i in enumerate(idx):
+                f = features[i]
+                for w, pos in enumerate(f.word_starts):
+                    if pos is not None:
+                        tags[f.sentence_index][f.first_word + w] = id2label[int(best[row, pos])]
+            bar.update(len(idx))
+    seconds = time.perf_counter() - started
+    return [to_iob2(t) for t in tags], len(sentences) / seconds if seconds else 0.0
+
+
+def harmonise(predicted: list[list[str]], model_types: set[str], gold_types: set[str]) -> tuple[list[list[str]], dict]:
+    """Map predicted types the dataset does not have to O; report both differences."""
+    extra = model_types - gold_types
+    mapped = 0
+    if extra:
+        out = []
+        for tags in predicted:
+            row = []
+            for t in tags:
+                if t != "O" and t[2:] in extra:
+                    row.append("O")
+                    mapped += t.startswith("B-")
+                else:
+                    row.append(t)
+            out.append(row)
+        predicted = out
+    note = {}
+    if extra:
+        note["predicted_types_mapped_to_O"] = {"types": sorted(extra), "entities": mapped}
+    if gold_types - model_types:
+        note["gold_types_the_model_cannot_predict"] = sorted(gold_types - model_types)
+    return predicted, note
+
+
+@dataclass
+class NEREvalSet:
+    dataset: str
+    lang: str
+    sentences: list[NERSentence]
+
+
+def ner_evaluation_sets(datasets: list[str], langs: list[str], split: str, data_dir: str | None,
+                        max_examples: int = 0) -> list[NEREvalSet]:
+    sets = []
+    for dataset in datasets:
+        spec = get_dataset(dataset)
+        present = [lang for lang, splits in inventory(spec, data_dir).items() if split in splits]
+        for lang in [lang for lang in present if not langs or lang in langs]:
+            sentences = load_ner(dataset, lang, split, data_dir)[: max_examples or None]
+            sets.append(NEREvalSet(dataset, lang, sentences))
+    if not sets:
+        raise FileNotFoundError(f"no NER evaluation data for {datasets} (languages {langs or 'any'}, split {split})")
+    return sets
+
+
+def write_conll(path: Path, sentences: list[NERSentence], tags: list[list[str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for sentence, row in zip(sentences, tags):
+            fh.writelines(f"{w}\t{t}\n" for w, t in zip(sentence.words, row))
+            fh.write("\n")
+
+
+def evaluate_sets(model, tokenizer, sets: list[NEREvalSet], out_dir: Path, max_length: int, batch_size: int) -> dict:
+    model_types = {label[2:] for label in model.config.id2label.values() if label != "O"}
+    results: dict = {}
+    for s in sets:
+        predicted, speed = predict_tags(model, tokenizer, s.sentences, max_length, batch_size,
+                                        desc=f"{s.dataset}.{s.lang}")
+        predicted, note = harmonise(predicted, model_types, set(entity_types(s.sentences)))
+        write_conll(out_dir / "predictions" / f"{s.dataset}.{s.lang}.conll", s.sentences, predicted)
+        scores = entity_scores([x.tags for x in s.sentences], predicted)
+        scores.update(note, sentences=len(s.sentences), sentences_per_second=round(speed, 1))
+        results.setdefault(s.dataset, {})[s.lang] = scores
+        log.info("%s %s: F1 %.2f (P %.2f R %.2f, %d sentences, %.0f sent/s)", s.dataset, s.lang, scores["f1"],
+                 scores["precision"], scores["recall"], len(s.sentences), speed)
+    return results
+
+
+def training_sentences(opts: NERFinetuneOptions) -> list[NERSentence]:
+    if opts.train_file:
+        return read_ner(opts.train_file, lang=opts.train_lang)
+    return load_ner(opts.train_dataset, opts.train_lang, "train", opts.data_dir)
+
+
+def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: int, sets: list[NEREvalSet],
+                      run_dir: Path) -> dict:
+    from clism.data.ner_features import build_ner_features, collate_ner
+    from clism.training.loop import LoopSettings, train
+
+    chosen = pool if not opts.train_examples or opts.train_examples >= len(pool) else \
+        random.Random(seed).sample(pool, opts.train_examples)
+    chosen = [NERSentence(s.words, to_iob2(s.tags), s.line, s.lang) for s in chosen]
+    labels = label_list(entity_types(chosen))
+    model, tokenizer = load_token_classifier(opts.model, labels, opts.dropout)
+    features = build_ner_features(chosen, tokenizer, opts.max_length, {label: i for i, label in enumerate(labels)})
+    settings = LoopSettings(lr=opts.lr, batch_size=opts.batch_size, micro_batch_size=opts.micro_batch_size,
+                            epochs=opts.epochs, max_steps=opts.max_steps or (200 if opts.train_examples else 0),
+                            warmup_ratio=opts.warmup_ratio, weight_decay=opts.weight_decay, seed=seed,
+                            mixed_precision=opts.mixed_precision, freeze_word_embeddings=opts.freeze_word_embeddings)
+    pad_id = tokenizer.pad_token_id
+    result = train(model, features, lambda b: collate_ner(b, pad_id, True), settings, desc=f"ner seed {seed}",
+                   lengths=[len(f.input_ids) for f in features])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train_log.json").write_text(json.dumps({
+        "seed": seed, "train_sentences": len(chosen), "train_windows": len(features), "labels": labels,
+        "steps": result.steps, "seconds": round(result.seconds, 1),
+        "examples_per_second": round(result.examples_per_second, 2), "losses": result.losses,
+    }, indent=1) + "\n")
+    if opts.save_model:
+        model.save_pretrained(run_dir / "model")
+        tokenizer.save_pretrained(run_dir / "model")
+    metrics = evaluate_sets(model, tokenizer, sets, run_dir, opts.max_length, opts.eval_batch_size) if sets else {}
+    return {"seed": seed, "train_loss_first": result.losses[0], "train_loss_last": result.losses[-1],
+            "results": metrics}
+
+
+def run_finetune(opts: NERFinetuneOptions) -> dict:
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(opts, out / "config.yaml")
+    pool = training_sentences(opts)
+    sets = ner_evaluation_sets(opts.eval_datasets, opts.eval_langs, opts.eval_split, opts.data_dir,
+                               opts.max_eval_examples) if opts.eval_datasets else []
+    per_seed = run_seeds(out, opts.seeds, lambda seed, run_dir: finetune_one_seed(opts, pool, seed, sets, run_dir))
+    source = opts.train_file or f"{opts.train_dataset}-{opts.train_lang}"
+    k = f"{opts.train_examples} sentences" if opts.train_examples else "all sentences"
+    return write_summary(out, per_seed, NER_KEYS, NER_LABELS, f"{opts.model}, NER from {source}, {k}")
+
+
+def run_evaluate(opts: NEREvalOptions) -> dict:
+    if opts.predictions:
+        return score_file(opts.predictions, opts.data)
+    if not opts.model:
+        raise ValueError("give --model (a fine-tuned NER checkpoint) or --predictions with --data")
+    model, tokenizer = load_token_classifier(opts.model)
+    out = Path(opts.out)
+    save_config(opts, out / "config.yaml")
+    sets = ner_evaluation_sets(opts.datasets, opts.langs, opts.split, opts.data_dir, opts.max_eval_examples)
+    results = evaluate_sets(model, tokenizer, sets, out, opts.max_length, opts.eval_batch_size)
+    return write_summary(out, [{"results": results}], NER_KEYS, NER_LABELS, f"{opts.model}")
+
+
+def score_file(predictions: str, data: str | None) -> dict:
+    """Compare a predicted tag file with a gold file sentence by sentence, word by word."""
+    from clism.data.textio import DataFormatError
+
+    if not data:
+        raise ValueError("--predictions needs --data (the gold file)")
+    predicted, gold = read_ner(predictions), read_ner(data)
+    if len(predicted) != len(gold):
+        raise DataFormatError(f"{predictions} has {len(predicted)} sentences but {data} has {len(gold)}")
+    for i, (p, g) in enumerate(zip(predicted, gold)):
+        if p.words != g.words:
+            raise DataFormatError(
+                f"sentence {i + 1} ({predictions} line {p.line}, {data} line {g.line}) differs: "
+                f"{len(p.words)} predicted words vs {len(g.words)} gold"
+                + ("" if len(p.words) != len(g.words) else f", first difference at word "
+                   f"{next(j for j, (a, b) in enumerate(zip(p.words, g.words)) if a != b) + 1}")
+            )
+    result = entity_scores([g.tags for g in gold], [p.tags for p in predicted])
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}
+
