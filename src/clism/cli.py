@@ -200,6 +200,41 @@ def cmd_evaluate_ner(opts) -> int:
     return 0
 
 
+def cmd_build_data(opts) -> int:
+    import json
+
+    from clism.data.build_instances import build, check_instances, quality_report
+
+    manifest_path = Path(opts.out) / "manifest.json"
+    if opts.report:
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"no build in {opts.out} (no manifest.json); run `clism build-data` first")
+        manifest = json.loads(manifest_path.read_text())
+    else:
+        manifest = build(opts)
+    n, problems = check_instances(opts.out)
+    print(quality_report(manifest))
+    print(f"{n} instances re-read: {len(problems)} with answers that do not match their offsets")
+    for line in problems[:10]:
+        print(f"  {line}")
+    print(f"outputs: {opts.out} (manifest.json, instances/)")
+    return 1 if problems else 0
+
+
+def cmd_pretrain(opts) -> int:
+    from clism.pretraining.train import pretrain, read_log
+
+    summary = pretrain(opts)
+    records = read_log(opts.out)
+    if records:
+        first, last = records[0], records[-1]
+        print("step  loss    clism   cacr    mlm")
+        for r in (first, last):
+            print(f"{r['step']:>4}  {r['loss']:.4f}  {r['loss_clism']:.4f}  {r['loss_cacr']:.4f}  {r['loss_mlm']:.4f}")
+    print(f"{summary['steps']} steps in {summary['seconds']} s; model: {opts.out}/model")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 Command = tuple[type, Callable[[object], int], str, tuple[str, ...]]
@@ -207,7 +242,14 @@ Command = tuple[type, Callable[[object], int], str, tuple[str, ...]]
 from clism.tasks.ner import NEREvalOptions, NERFinetuneOptions  # noqa: E402  (options only; light imports)
 from clism.tasks.qa import QAEvalOptions, QAFinetuneOptions  # noqa: E402
 
-COMMANDS: dict[str, dict[str, Command]] = {
+from clism.data.build_instances import BuildDataOptions  # noqa: E402
+from clism.pretraining.train import PretrainOptions  # noqa: E402
+
+COMMANDS: dict[str, dict[str, Command] | Command] = {
+    "build-data": (BuildDataOptions, cmd_build_data,
+                   "CLISM pre-training instances from English<->X parallel corpora", ()),
+    "pretrain": (PretrainOptions, cmd_pretrain,
+                 "continue pre-training an encoder with CLISM + CACR + MLM (accelerate: one CPU to many GPUs)", ()),
     "finetune": {
         "qa": (QAFinetuneOptions, cmd_finetune_qa,
                "fine-tune on English QA, then evaluate on every language present (few-shot with --train-examples)",
@@ -244,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND")
     for group, commands in COMMANDS.items():
+        if isinstance(commands, tuple):  # a command without subcommands
+            options, _, help_text, positional = commands
+            p = groups.add_parser(group, help=help_text, description=help_text)
+            add_arguments(p, options, positional=positional)
+            continue
         group_parser = groups.add_parser(group, help=f"{group} commands: {', '.join(commands)}")
         sub = group_parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
         for name, (options, _, help_text, positional) in commands.items():
@@ -261,16 +308,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not args.group or not getattr(args, "command", None):
+    entry = COMMANDS.get(args.group) if args.group else None
+    if isinstance(entry, tuple):
+        options_cls, handler, _, _ = entry
+        args.command = ""
+    elif entry is None or not getattr(args, "command", None):
         parser.parse_args([*(argv or sys.argv[1:]), "--help"])
         return 2
-    options_cls, handler, _, _ = COMMANDS[args.group][args.command]
+    else:
+        options_cls, handler, _, _ = entry[args.command]
     try:
         return handler(resolve(options_cls, args))
     except (ConfigError, DataNotFoundError, DataFormatError, ModelNotFoundError, KeyError, ValueError,
-            FileNotFoundError) as exc:
+            FileNotFoundError, RuntimeError, FloatingPointError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"clism {args.group} {args.command}: error: {message}", file=sys.stderr)
+        print(f"clism {' '.join(filter(None, [args.group, args.command]))}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,82 @@
+"""QA evaluation speed: clism's batched predictor vs the transformers question-answering pipeline.
+
+Same fine-tuned model (a linear-head clism checkpoint, which maps one to one onto
+``AutoModelForQuestionAnswering``), same questions, same window settings, measured side
+by side in one run. Prints questions/s of each, the speed ratio and both F1 scores.
+
+    python bench/qa_eval.py --model runs/qa-k256-linear/seed-1/model --lang ar --questions 200
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def pipeline_model(checkpoint: str):
+    """Our linear head is a (hidden -> 2) layer, exactly ``qa_outputs`` of the HF QA models."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForQuestionAnswering
+
+    from clism.models.span_model import HEAD_FILE
+
+    model = AutoModelForQuestionAnswering.from_pretrained(checkpoint)
+    head = load_file(f"{checkpoint}/{HEAD_FILE}")
+    with torch.no_grad():
+        model.qa_outputs.weight.copy_(head["weight"])
+        model.qa_outputs.bias.copy_(head["bias"])
+    return model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a clism QA checkpoint with the linear head")
+    parser.add_argument("--dataset", default="xquad")
+    parser.add_argument("--lang", default="ar")
+    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+
+    from transformers import pipeline
+
+    from clism.evaluation.qa_metrics import QAMetric, score_predictions
+    from clism.evaluation.qa_predict import predict
+    from clism.models.span_model import load_span_model
+    from clism.tasks.qa import evaluation_sets
+
+    (eval_set,) = evaluation_sets([args.dataset], [args.lang], "", False, args.data_dir, args.questions)
+    examples, metric = eval_set.examples, QAMetric("squad", args.lang)
+    torch.set_num_threads(torch.get_num_threads())
+
+    model, tokenizer = load_span_model(args.model, "linear")
+    hf_model = pipeline_model(args.model)
+    qa = pipeline("question-answering", model=hf_model, tokenizer=tokenizer, device=-1)
+
+    # one warm-up call each, so neither pays first-call costs in the timing
+    predict(model, tokenizer, examples[:4], batch_size=args.batch_size)
+    qa(question=examples[0].question, context=examples[0].context)
+
+    started = time.perf_counter()
+    ours, _ = predict(model, tokenizer, examples, batch_size=args.batch_size)
+    ours_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    outputs = qa(question=[e.question for e in examples], context=[e.context for e in examples],
+                 max_seq_len=384, doc_stride=128, max_answer_len=30, batch_size=args.batch_size)
+    theirs_s = time.perf_counter() - started
+    theirs = {e.id: o["answer"] for e, o in zip(examples, outputs if isinstance(outputs, list) else [outputs])}
+
+    ours_f1 = score_predictions(metric, eval_set.gold, ours)["f1"]
+    theirs_f1 = score_predictions(metric, eval_set.gold, theirs)["f1"]
+    agree = sum(ours[k].strip() == theirs[k].strip() for k in ours) / len(ours)
+    n = len(examples)
+    print(f"{args.dataset}.{args.lang}, {n} questions, model {args.model}, {torch.get_num_threads()} threads")
+    print(f"clism predict:         {n / ours_s:7.2f} questions/s  ({ours_s:.1f} s)  F1 {ours_f1:.2f}")
+    print(f"transformers pipeline: {n / theirs_s:7.2f} questions/s  ({theirs_s:.1f} s)  F1 {theirs_f1:.2f}")
+    print(f"speed ratio (clism / pipeline): {theirs_s / ours_s:.2f}x; identical answers: {agree:.1%}")
+
+
+if __name__ == "__main__":
+    main()

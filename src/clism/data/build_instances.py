@@ -1,0 +1,408 @@
+"""``clism build-data``: English<->X parallel corpora into CLISM pre-training instances.
+
+Stages, per target language, each kept on disk under ``<out>/work/<lang>/`` so a killed
+build resumes where it stopped:
+
+1. pairs     stream the corpora, drop duplicate pairs and over-long pairs (counted);
+2. spans     spaCy NER on the English side, filtered (stop words, whole words, length);
+3. links     eflomal in both directions over the whole corpus, symmetrised later;
+4. shards    project each span to the target sentence, write instances in shards of
+             ``shard_size`` input pairs (``instances/<lang>-<k>.jsonl``); finished shards are kept.
+
+Then ``manifest.json``: counts per language, spans per instance, rejections by reason,
+the configuration and the input checksums. Instances and manifest are byte-identical
+for the same input and settings; timings go to ``timings.json``.
+
+An instance::
+
+    {"id": "ar-0000042", "lang": "ar", "source": "flores200:43",
+     "en_masked": "[QUE] was born in [QUE] .", "en": "Obama was born in Hawaii .",
+     "target": "...", "answers": [{"text": "...", "start": 0, "end": 5, "type": "PERSON",
+     "score": 1.0, "en_text": "Obama", "en_start": 0, "en_end": 5}, ...]}
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+from clism.data.alignment import is_char_tokenized, read_links, run_eflomal, symmetrize, token_strings, tokenize
+from clism.data.parallel import ParallelReport, iter_line_aligned, iter_tsv
+from clism.data.projection import ProjectedSpan, ProjectionSettings, project
+from clism.data.registry import get_dataset, locate, sha256_of
+from clism.data.spans import DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishSpan, english_spans, load_spacy
+
+log = logging.getLogger(__name__)
+
+QUE = "[QUE]"
+SPAN_REJECTIONS = ("stop_words_only", "too_many_words", "partial_word")
+
+
+def _opt(default, help: str):
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class BuildDataOptions:
+    corpora: list[str] = _opt(["tatoeba_challenge", "flores200"], "registry corpora to read for every language")
+    langs: list[str] = _opt(["ar", "hi", "vi"], "target languages (English is the source)")
+    files: list[str] = _opt([], "more corpora: LANG=pairs.tsv (en<TAB>x) or LANG=en.txt+x.txt")
+    data_dir: Optional[str] = _opt(None, "offline data mirror (default: $CLISM_DATA_DIR)")
+    out: str = _opt("runs/clism-data", "output directory")
+    max_chars: int = _opt(400, "skip pairs with a side longer than this many characters")
+    spacy_model: str = _opt(DEFAULT_SPACY_MODEL, "spaCy English pipeline with NER")
+    entity_types: list[str] = _opt(list(DEFAULT_ENTITY_TYPES), "spaCy entity types that make informative spans")
+    max_span_words: int = _opt(10, "longest span, in words")
+    symmetrization: str = _opt("grow-diag-final-and", "intersection, union, grow-diag, grow-diag-final(-and)")
+    max_gap: int = _opt(1, "unaligned target tokens tolerated inside a projected span")
+    max_ratio: float = _opt(3.0, "projected tokens per English token, at most (spaced scripts)")
+    char_max_ratio: float = _opt(6.0, "the same for character-tokenised targets (zh, ja, th)")
+    eflomal_samplers: int = _opt(3, "eflomal samplers (more: steadier links, slower)")
+    shard_size: int = _opt(20000, "input pairs per output shard")
+    n_process: int = _opt(2, "spaCy processes")
+    spacy_batch_size: int = _opt(512, "sentences per spaCy batch")
+    report: bool = _opt(False, "only print the quality report of an existing build")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _settings_fingerprint(opts: BuildDataOptions, keys: tuple[str, ...]) -> str:
+    payload = json.dumps({k: getattr(opts, k) for k in keys}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Source:
+    name: str  # e.g. "flores200" or a file name
+    paths: list[Path]
+    kind: str  # "aligned" (two files) or "tsv"
+
+
+def sources_for(lang: str, opts: BuildDataOptions) -> list[Source]:
+    sources = []
+    for corpus in opts.corpora:
+        spec = get_dataset(corpus)
+        try:
+            resource = spec.get(lang, spec.splits[0])
+        except KeyError:
+            log.warning("%s has no language %s; skipped", corpus, lang)
+            continue
+        located = locate(resource, data_dir=opts.data_dir)
+        sources.append(Source(corpus, located.paths, "aligned"))
+    for item in opts.files:
+        file_lang, _, spec_paths = item.partition("=")
+        if file_lang != lang:
+            continue
+        paths = [Path(p) for p in spec_paths.split("+")]
+        sources.append(Source(paths[0].name, paths, "tsv" if len(paths) == 1 else "aligned"))
+    return sources
+
+
+# --------------------------------------------------------------------------- stage 1: pairs
+
+
+def stage_pairs(lang: str, sources: list[Source], work: Path, opts: BuildDataOptions) -> dict:
+    from tqdm.auto import tqdm
+
+    done = work / "pairs.done.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    seen: set[bytes] = set()  # 16-byte digests: memory grows ~100 bytes per unique pair
+    counts = Counter()
+    empty = 0
+    out_path = work / "pairs.jsonl"
+    with open(out_path.with_name("pairs.jsonl.part"), "w", encoding="utf-8") as out, \
+            tqdm(desc=f"{lang} pairs", unit="pair") as bar:
+        for source in sources:
+            report = ParallelReport(source.name)
+            pairs = (iter_line_aligned(*source.paths, report) if source.kind == "aligned"
+                     else iter_tsv(source.paths[0], report))
+            for pair in pairs:
+                counts["read"] += 1
+                bar.update(1)
+                if len(pair.src) > opts.max_chars or len(pair.tgt) > opts.max_chars:
+                    counts["too_long"] += 1
+                    continue
+                key = hashlib.blake2b(f"{pair.src}\t{pair.tgt}".encode(), digest_size=16).digest()
+                if key in seen:
+                    counts["duplicate"] += 1
+                    continue
+                seen.add(key)
+                counts["kept"] += 1
+                out.write(_dumps([pair.src, pair.tgt, f"{source.name}:{pair.line}"]) + "\n")
+            empty += report.skipped
+    os.replace(out_path.with_name("pairs.jsonl.part"), out_path)
+    stats = {"read": counts["read"] + empty, "empty_side": empty, "too_long": counts["too_long"],
+             "duplicate": counts["duplicate"], "kept": counts["kept"],
+             "inputs": {str(p): sha256_of(p) for s in sources for p in s.paths}}
+    _atomic_write(done, json.dumps(stats, indent=1))
+    return stats
+
+
+def iter_pairs(work: Path) -> Iterator[tuple[str, str, str]]:
+    with open(work / "pairs.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            yield tuple(json.loads(line))  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- stage 2: spans
+
+
+def stage_spans(lang: str, work: Path, opts: BuildDataOptions, total: int) -> None:
+    """spaCy over the English side; appends, so a killed run continues after the last full line."""
+    from tqdm.auto import tqdm
+
+    done, path = work / "spans.done", work / "spans.jsonl"
+    if done.is_file():
+        return
+    finished = 0
+    if path.is_file():  # keep complete lines only
+        with open(path, "rb") as fh:
+            data = fh.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        finished = complete.count(b"\n")
+        with open(path, "wb") as fh:
+            fh.write(complete)
+    nlp = load_spacy(opts.spacy_model)
+    english = (en for i, (en, _, _) in enumerate(iter_pairs(work)) if i >= finished)
+    with open(path, "a", encoding="utf-8") as out, \
+            tqdm(total=total, initial=finished, desc=f"{lang} spaCy NER", unit="pair") as bar:
+        for spans, rejected in _spans_with_rejections(english, nlp, opts):
+            out.write(_dumps([[[s.start, s.end, s.label] for s in spans], rejected]) + "\n")
+            bar.update(1)
+    done.write_text("")
+
+
+def _spans_with_rejections(sentences, nlp, opts: BuildDataOptions):
+    from clism.data.spans import filter_entities
+
+    types = frozenset(opts.entity_types)
+    for doc in nlp.pipe(sentences, n_process=opts.n_process, batch_size=opts.spacy_batch_size):
+        rejected: Counter = Counter()
+        spans = filter_entities(doc, types, opts.max_span_words, rejected)
+        yield spans, dict(sorted(rejected.items()))
+
+
+# --------------------------------------------------------------------------- stage 3: links
+
+
+def alignment_cache_dir() -> Path:
+    from clism.data.registry import default_cache_dir
+
+    return Path(os.environ.get("CLISM_ALIGNMENT_CACHE") or default_cache_dir().parent / "alignments")
+
+
+def stage_links(lang: str, work: Path, opts: BuildDataOptions) -> tuple[Path, Path, str]:
+    """eflomal links for the whole corpus of ``lang``, stored by content hash.
+
+    eflomal 2.0 has no seed (it reads /dev/urandom), so the links of a cold run are not
+    reproducible; keeping them per content hash makes every later build with the same
+    input byte-identical."""
+    src_lines, tgt_lines = [], []
+    for en, tgt, _ in iter_pairs(work):
+        src_lines.append(" ".join(token_strings(en, tokenize(en))))
+        tgt_lines.append(" ".join(token_strings(tgt, tokenize(tgt))))
+    digest = hashlib.sha256()
+    for s, t in zip(src_lines, tgt_lines):
+        digest.update(f"{s}\t{t}\n".encode())
+    digest.update(f"samplers={opts.eflomal_samplers}".encode())
+    key = digest.hexdigest()[:24]
+    cached = alignment_cache_dir() / key
+    fwd, rev = cached / "links.fwd", cached / "links.rev"
+    if fwd.is_file() and rev.is_file():
+        log.info("%s: reusing stored eflomal links %s", lang, cached)
+        return fwd, rev, key
+    started = time.perf_counter()
+    log.info("%s: eflomal over %d pairs", lang, len(src_lines))
+    run_eflomal(src_lines, tgt_lines, cached, opts.eflomal_samplers)
+    log.info("%s: aligned in %.1f s", lang, time.perf_counter() - started)
+    return fwd, rev, key
+
+
+# --------------------------------------------------------------------------- stage 4: instances
+
+
+def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: list[EnglishSpan],
+                  links: set[tuple[int, int]], settings: ProjectionSettings, stats: Counter) -> dict | None:
+    src_tokens, tgt_tokens = tokenize(en), tokenize(tgt)
+    char_target = is_char_tokenized(tgt)
+    answers, taken = [], []
+    for span in sorted(spans, key=lambda s: s.start):
+        result = project(span.start, span.end, src_tokens, tgt_tokens, links, char_target, settings, taken)
+        eligible = span.text(en) in tgt  # the precision proxy: the same string occurs in the target
+        stats["proxy_eligible"] += eligible
+        if isinstance(result, str):
+            stats[f"rejected_{result}"] += 1
+            continue
+        if not tgt[result.start: result.end].strip():
+            stats["rejected_blank"] += 1
+            continue
+        if eligible:
+            stats["proxy_projected"] += 1
+            occurrences = _occurrences(tgt, span.text(en))
+            stats["proxy_exact"] += (result.start, result.end) in occurrences
+        taken.append((result.start, result.end))
+        answers.append((span, result))
+    if not answers:
+        return None
+    answers.sort(key=lambda a: a[0].start)
+    masked, cursor = [], 0
+    for span, _ in answers:
+        masked.append(en[cursor: span.start])
+        masked.append(QUE)
+        cursor = span.end
+    masked.append(en[cursor:])
+    stats["instances"] += 1
+    stats["answers"] += len(answers)
+    stats[f"spans_per_instance_{min(len(answers), 5)}{'+' if len(answers) >= 5 else ''}"] += 1
+    return {
+        "id": f"{lang}-{index:07d}", "lang": lang, "source": source, "en_masked": "".join(masked), "en": en,
+        "target": tgt,
+        "answers": [{"text": tgt[p.start: p.end], "start": p.start, "end": p.end, "type": s.label, "score": p.score,
+                     "en_text": en[s.start: s.end], "en_start": s.start, "en_end": s.end} for s, p in answers],
+    }
+
+
+def _occurrences(text: str, needle: str) -> set[tuple[int, int]]:
+    found, start = set(), text.find(needle)
+    while start >= 0:
+        found.add((start, start + len(needle)))
+        start = text.find(needle, start + 1)
+    return found
+
+
+def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: BuildDataOptions, total: int) -> list:
+    from tqdm.auto import tqdm
+
+    settings = ProjectionSettings(opts.max_gap, opts.max_ratio, opts.char_max_ratio)
+    shard_dir = out / "instances"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    n_shards = max(1, -(-total // opts.shard_size))
+    all_stats = []
+    with open(work / "spans.jsonl", encoding="utf-8") as spans_fh, \
+            tqdm(total=total, desc=f"{lang} project+write", unit="pair") as bar:
+        rows = zip(iter_pairs(work), spans_fh, read_links(fwd), read_links(rev))
+        for k in range(n_shards):
+            path = shard_dir / f"{lang}-{k:05d}.jsonl"
+            stats_path = shard_dir / f"{lang}-{k:05d}.stats.json"
+            count = min(opts.shard_size, total - k * opts.shard_size)
+            if path.is_file() and stats_path.is_file():  # finished before an interruption
+                for _ in range(count):
+                    next(rows)
+                bar.update(count)
+                all_stats.append(json.loads(stats_path.read_text()))
+                continue
+            stats: Counter = Counter()
+            lines = []
+            for offset in range(count):
+                (en, tgt, source), spans_line, fwd_links, rev_links = next(rows)
+                found, rejected = json.loads(spans_line)
+                stats["pairs"] += 1
+                stats["spans_kept_by_filters"] += len(found)
+                for reason, n in rejected.items():
+                    stats[f"span_filter_{reason}"] += n
+                spans = [EnglishSpan(a, b, label) for a, b, label in found]
+                links = symmetrize(fwd_links, rev_links, opts.symmetrization)
+                instance = make_instance(k * opts.shard_size + offset, lang, en, tgt, source, spans, links,
+                                         settings, stats)
+                if instance is not None:
+                    lines.append(_dumps(instance) + "\n")
+                bar.update(1)
+            _atomic_write(path, "".join(lines))
+            _atomic_write(stats_path, json.dumps(dict(sorted(stats.items())), indent=1))
+            all_stats.append(dict(stats))
+    return all_stats
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def build(opts: BuildDataOptions) -> dict:
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict = {}
+    manifest: dict = {"config": dataclasses.asdict(opts), "languages": {}, "alignment_cache_keys": {}}
+    manifest["config"].pop("report")
+    fingerprint = _settings_fingerprint(opts, ("max_chars", "spacy_model", "entity_types", "max_span_words"))
+    for lang in opts.langs:
+        work = out / "work" / lang / fingerprint
+        work.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        pair_stats = stage_pairs(lang, sources_for(lang, opts), work, opts)
+        t1 = time.perf_counter()
+        stage_spans(lang, work, opts, pair_stats["kept"])
+        t2 = time.perf_counter()
+        fwd, rev, key = stage_links(lang, work, opts)
+        t3 = time.perf_counter()
+        shard_stats = stage_shards(lang, work, out, fwd, rev, opts, pair_stats["kept"])
+        t4 = time.perf_counter()
+        timings[lang] = {"pairs_s": round(t1 - t0, 2), "spacy_s": round(t2 - t1, 2), "align_s": round(t3 - t2, 2),
+                         "project_write_s": round(t4 - t3, 2), "pairs": pair_stats["kept"]}
+        total: Counter = Counter()
+        for s in shard_stats:
+            total.update(s)
+        manifest["languages"][lang] = {"input": pair_stats, "output": dict(sorted(total.items()))}
+        manifest["alignment_cache_keys"][lang] = key
+    _atomic_write(out / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    _atomic_write(out / "timings.json", json.dumps(timings, indent=1) + "\n")
+    return manifest
+
+
+def quality_report(manifest: dict) -> str:
+    lines = ["| lang | pairs kept | with >=1 span | yield | answers | spans/instance | rejected (top reasons) "
+             "| proxy eligible | proxy exact / projected |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for lang, info in manifest["languages"].items():
+        o, kept = info["output"], info["input"]["kept"]
+        instances = o.get("instances", 0)
+        rejected = sorted(((k[len("rejected_"):], v) for k, v in o.items() if k.startswith("rejected_")),
+                          key=lambda kv: -kv[1])[:3]
+        projected = o.get("proxy_projected", 0)
+        precision = f"{o.get('proxy_exact', 0)}/{projected} = {100 * o.get('proxy_exact', 0) / projected:.1f}%" \
+            if projected else "n/a"
+        lines.append(
+            f"| {lang} | {kept} | {instances} | {100 * instances / kept if kept else 0:.1f}% | {o.get('answers', 0)} "
+            f"| {o.get('answers', 0) / instances if instances else 0:.2f} | "
+            + ", ".join(f"{k} {v}" for k, v in rejected) + f" | {o.get('proxy_eligible', 0)} | {precision} |")
+    return "\n".join(lines) + "\n"
+
+
+def check_instances(directory: str | Path) -> tuple[int, list[str]]:
+    """Re-read a build: every [QUE] has an answer, and every answer equals its target slice."""
+    n, problems = 0, []
+    for inst in iter_instances(directory):
+        n += 1
+        if inst["en_masked"].count(QUE) != len(inst["answers"]):
+            problems.append(f"{inst['id']}: {inst['en_masked'].count(QUE)} [QUE] but {len(inst['answers'])} answers")
+        for a in inst["answers"]:
+            if inst["target"][a["start"]: a["end"]] != a["text"] or inst["en"][a["en_start"]: a["en_end"]] != a["en_text"]:
+                problems.append(f"{inst['id']}: answer {a['text']!r} does not match its offsets")
+    return n, problems
+
+
+def iter_instances(directory: str | Path) -> Iterator[dict]:
+    """Read every instance of a build, shard by shard, in order."""
+    for path in sorted((Path(directory) / "instances").glob("*.jsonl")):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                yield json.loads(line)

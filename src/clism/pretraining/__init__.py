@@ -1,0 +1,1 @@
+"""CLISM + CACR + MLM continued pre-training."""

@@ -1,0 +1,133 @@
+"""The pre-training model: encoder + MLM head + question-aware span head, three losses.
+
+- ``L_clism``: for every ``[QUE]``, cross-entropy of its answer's start and end among
+  the target-segment tokens (QASS scores ``x_k . W x_q``).
+- ``L_cacr``: ``L(rt, r̂s) + L(rs, r̂s) + L(rt, rs)``, InfoNCE over cosine / tau with
+  in-batch negatives (gathered from every process when distributed). ``r̂s``/``rt`` are
+  mean-pooled English/target segments of the joint input, ``rs`` the mean-pooled
+  separate English input.
+- ``L_mlm``: BERT-style masked LM, 15% of joint tokens (not ``[QUE]``, not answers),
+  logits computed at the masked positions only (the vocabulary is 250k).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from clism.models.span_model import HEAD_FILE, META_FILE, QUE_TOKEN, QuestionAwareSpanHead
+from clism.pretraining.data import IGNORE
+
+
+@dataclass
+class LossSettings:
+    clism: bool = True
+    cacr: bool = True
+    mlm: bool = True
+    weight_clism: float = 1.0
+    weight_cacr: float = 1.0
+    weight_mlm: float = 1.0
+    temperature: float = 0.05
+    mlm_probability: float = 0.15
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All processes' rows; this process's rows keep their gradient."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """-log softmax over the (gathered) batch of cos(anchor_i, positive_j) / tau, at j = i."""
+    import torch.distributed as dist
+
+    all_positives = gather_with_grad(positives)
+    offset = dist.get_rank() * anchors.size(0) if dist.is_available() and dist.is_initialized() else 0
+    logits = nn.functional.normalize(anchors, dim=-1) @ nn.functional.normalize(all_positives, dim=-1).T
+    targets = torch.arange(anchors.size(0), device=anchors.device) + offset
+    return nn.functional.cross_entropy(logits.float() / temperature, targets)
+
+
+def _mlm_head(mlm_model: nn.Module):
+    """The prediction head (transform + decoder) of the usual masked-LM classes."""
+    for name in ("cls", "lm_head", "predictions"):
+        head = getattr(mlm_model, name, None)
+        if head is not None:
+            return head
+    raise ValueError(f"{type(mlm_model).__name__}: no masked-LM head found (expected .cls or .lm_head)")
+
+
+class CLISMPretrainModel(nn.Module):
+    def __init__(self, mlm_model: nn.Module, losses: LossSettings):
+        super().__init__()
+        self.mlm_model = mlm_model
+        self.encoder = mlm_model.base_model
+        self.span_head = QuestionAwareSpanHead(mlm_model.config.hidden_size)
+        self.losses = losses
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.encoder.get_input_embeddings()
+
+    def forward(self, joint_ids, joint_mask, english_ids, english_mask, que_positions, answer_starts, answer_ends,
+                english_segment, target_segment, mlm_labels=None, **_) -> dict:
+        s = self.losses
+        hidden = self.encoder(input_ids=joint_ids, attention_mask=joint_mask).last_hidden_state
+        zero = hidden.new_zeros(())
+        out = {"loss_clism": zero, "loss_cacr": zero, "loss_mlm": zero}
+        if s.clism:
+            out["loss_clism"] = self._clism_loss(hidden, que_positions, answer_starts, answer_ends, target_segment)
+        if s.mlm and mlm_labels is not None:
+            positions = mlm_labels != IGNORE
+            if positions.any():
+                logits = _mlm_head(self.mlm_model)(hidden[positions])
+                out["loss_mlm"] = nn.functional.cross_entropy(logits.float(), mlm_labels[positions])
+        if s.cacr:
+            english_hidden = self.encoder(input_ids=english_ids, attention_mask=english_mask).last_hidden_state
+            r_s = mean_pool(english_hidden, english_mask)
+            r_hat_s = mean_pool(hidden, english_segment)
+            r_t = mean_pool(hidden, target_segment)
+            t = s.temperature
+            out["loss_cacr"] = info_nce(r_t, r_hat_s, t) + info_nce(r_s, r_hat_s, t) + info_nce(r_t, r_s, t)
+        out["loss"] = s.weight_clism * out["loss_clism"] + s.weight_cacr * out["loss_cacr"] \
+            + s.weight_mlm * out["loss_mlm"]
+        return out
+
+    def _clism_loss(self, hidden, que_positions, answer_starts, answer_ends, target_segment) -> torch.Tensor:
+        start_logits, end_logits = self.span_head(hidden, que_positions)  # (B, Q, T)
+        allowed = target_segment.unsqueeze(1).expand_as(start_logits)
+        neg = torch.finfo(start_logits.dtype).min
+        start_logits = start_logits.masked_fill(~allowed, neg).float()
+        end_logits = end_logits.masked_fill(~allowed, neg).float()
+        ce = nn.functional.cross_entropy
+        n = (answer_starts != IGNORE).sum()
+        if n == 0:
+            return start_logits.sum() * 0.0
+        loss = ce(start_logits.flatten(0, 1), answer_starts.flatten(), ignore_index=IGNORE, reduction="sum") \
+            + ce(end_logits.flatten(0, 1), answer_ends.flatten(), ignore_index=IGNORE, reduction="sum")
+        return loss / (2 * n)
+
+    def save(self, directory: str | Path, tokenizer) -> Path:
+        """A standard Hugging Face checkpoint (masked-LM weights, tokenizer with [QUE]) plus
+        the span head that ``clism finetune qa --head qass`` picks up."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.mlm_model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        save_file({k: v.contiguous() for k, v in self.span_head.state_dict().items()}, str(directory / HEAD_FILE))
+        (directory / META_FILE).write_text(json.dumps({"head": "qass", "que_token": QUE_TOKEN}, indent=2))
+        return directory

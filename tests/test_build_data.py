@@ -1,0 +1,95 @@
+"""clism build-data on a small corpus written here: offsets, determinism, resume."""
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("spacy")
+pytest.importorskip("eflomal")
+
+from clism.cli import main  # noqa: E402
+from clism.data import build_instances  # noqa: E402
+from clism.data.build_instances import BuildDataOptions, build, check_instances, iter_instances  # noqa: E402
+
+PEOPLE = ["Angela Merkel", "Barack Obama", "Marie Curie", "Albert Einstein", "Nelson Mandela", "Pablo Picasso"]
+CITIES = [("Berlin", "Berlin"), ("Paris", "Paris"), ("London", "London"), ("Rome", "Rom"), ("Vienna", "Wien"),
+          ("Madrid", "Madrid"), ("Munich", "München"), ("Cologne", "Köln")]
+TEMPLATES = [
+    ("{p} visited {c} last year.", "{p} besuchte letztes Jahr {c}."),
+    ("{p} lived in {c} for many years.", "{p} lebte viele Jahre in {c}."),
+    ("Yesterday {p} arrived in {c}.", "Gestern kam {p} in {c} an."),
+    ("In {c}, {p} gave a famous speech.", "In {c} hielt {p} eine berühmte Rede."),
+]
+
+
+def corpus(tmp_path: Path) -> Path:
+    lines = []
+    for i, person in enumerate(PEOPLE):
+        for j, (city_en, city_de) in enumerate(CITIES):
+            en, de = TEMPLATES[(i + j) % len(TEMPLATES)]
+            lines.append(f"{en.format(p=person, c=city_en)}\t{de.format(p=person, c=city_de)}\n")
+    lines.append(lines[0])  # a duplicate
+    lines.append("This sentence is far too long. " * 20 + "\tZu lang.\n")
+    path = tmp_path / "en-de.tsv"
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def options(tmp_path: Path, out: str, **kw) -> BuildDataOptions:
+    return BuildDataOptions(corpora=[], langs=["de"], files=[f"de={corpus(tmp_path)}"], out=str(tmp_path / out),
+                            max_chars=200, shard_size=10, n_process=1, **kw)
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
+            if p.is_file() and "work" not in p.parts and p.name != "timings.json"}
+
+
+def test_instances_match_offsets_and_the_manifest_counts(tmp_path):
+    manifest = build(options(tmp_path, "a"))
+    de = manifest["languages"]["de"]
+    assert de["input"]["duplicate"] == 1 and de["input"]["too_long"] == 1 and de["input"]["kept"] == 48
+    n, problems = check_instances(tmp_path / "a")
+    assert n == de["output"]["instances"] > 30 and problems == []
+    names = {a["en_text"]: a["text"] for inst in iter_instances(tmp_path / "a") for a in inst["answers"]}
+    assert names.get("Vienna") in (None, "Wien") and names.get("Angela Merkel") in (None, "Angela Merkel")
+    projected = de["output"]["proxy_projected"]
+    assert projected and de["output"]["proxy_exact"] / projected > 0.8  # names copied verbatim land on themselves
+    for inst in iter_instances(tmp_path / "a"):
+        assert inst["en_masked"].count("[QUE]") == len(inst["answers"]) >= 1
+
+
+def test_two_builds_are_byte_identical(tmp_path):
+    build(options(tmp_path, "a"))
+    build(options(tmp_path, "b"))  # same input: eflomal links are reused from the alignment store
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+
+
+def test_a_build_killed_half_way_resumes_to_the_same_output(tmp_path, monkeypatch):
+    build(options(tmp_path, "full"))
+    real = build_instances._atomic_write
+    calls = {"n": 0}
+
+    def dies_after_two_shards(path, text):
+        if path.suffix == ".jsonl" and "instances" in path.parts:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt("killed")
+        return real(path, text)
+
+    monkeypatch.setattr(build_instances, "_atomic_write", dies_after_two_shards)
+    with pytest.raises(KeyboardInterrupt):
+        build(options(tmp_path, "resumed"))
+    monkeypatch.setattr(build_instances, "_atomic_write", real)
+    assert len(list((tmp_path / "resumed/instances").glob("*.jsonl"))) == 2
+    build(options(tmp_path, "resumed"))
+    assert tree(tmp_path / "full") == tree(tmp_path / "resumed")
+
+
+def test_cli_report(tmp_path, capsys):
+    opts = options(tmp_path, "cli")
+    assert main(["build-data", "--langs", "de", "--corpora", "", "--files", opts.files[0], "--out", opts.out,
+                 "--max-chars", "200", "--shard-size", "10", "--n-process", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| de | 48 |" in out and "0 with answers that do not match" in out
+    assert main(["build-data", "--out", opts.out, "--report"]) == 0

@@ -1,0 +1,204 @@
+"""CLISM + CACR + MLM pre-training on a tiny model: losses, switches, resume, NaN, saving."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from clism.models import registry
+from clism.pretraining.data import PairTemplate, build_pretrain_features, mask_tokens
+from clism.pretraining.model import CLISMPretrainModel
+from clism.pretraining.train import PretrainOptions, pretrain, read_log
+
+PEOPLE = [("Anna", "Anna"), ("Omar", "Omar"), ("Li Wei", "Li Wei"), ("Maria", "Maria"), ("Jonas", "Jonas")]
+PLACES = [("Berlin", "Berlin"), ("Vienna", "Wien"), ("Rome", "Rom"), ("Cairo", "Kairo"), ("Paris", "Paris"),
+          ("Lisbon", "Lissabon"), ("Prague", "Prag"), ("Warsaw", "Warschau")]
+
+
+def instances() -> list[dict]:
+    out = []
+    for i, (p_en, p_de) in enumerate(PEOPLE):
+        for j, (c_en, c_de) in enumerate(PLACES):
+            en = f"{p_en} lives in {c_en}."
+            de = f"In {c_de} wohnt {p_de}."
+            out.append({
+                "id": f"de-{i}-{j}", "lang": "de", "source": "test", "en": en,
+                "en_masked": f"[QUE] lives in [QUE].", "target": de,
+                "answers": [
+                    {"text": p_de, "start": de.index(p_de, 3 + len(c_de)), "end": de.index(p_de, 3 + len(c_de)) + len(p_de),
+                     "type": "PERSON", "score": 1.0, "en_text": p_en, "en_start": 0, "en_end": len(p_en)},
+                    {"text": c_de, "start": 3, "end": 3 + len(c_de), "type": "GPE", "score": 1.0, "en_text": c_en,
+                     "en_start": en.index(c_en), "en_end": en.index(c_en) + len(c_en)},
+                ],
+            })
+    return out
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    d = tmp_path / "data"
+    (d / "instances").mkdir(parents=True)
+    (d / "instances" / "de-00000.jsonl").write_text("".join(json.dumps(x) + "\n" for x in instances()))
+    return d
+
+
+@pytest.fixture
+def base(tmp_path) -> Path:
+    model, tokenizer = registry.tiny_model(hidden_size=32, num_layers=2)
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    return tmp_path / "base"
+
+
+def opts(base, data_dir, out, **kw) -> PretrainOptions:
+    settings = dict(model=str(base), data=str(data_dir), out=str(out), batch_size=8, max_steps=12, warmup_steps=0,
+                    lr=3e-3, checkpoint_every=4, log_every=1, dropout=0.0)
+    settings.update(kw)
+    return PretrainOptions(**settings)
+
+
+def test_features_point_each_que_at_its_answer(base):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[QUE]"]})
+    que = tokenizer.convert_tokens_to_ids("[QUE]")
+    features, stats = build_pretrain_features(instances()[:3], tokenizer, que, max_side_tokens=64)
+    for inst, f in zip(instances()[:3], features):
+        assert [f.joint_ids[q] for q in f.que_positions] == [que, que]
+        answers = [tokenizer.decode(f.joint_ids[a: b + 1]).replace(" ", "") for a, b in zip(f.answer_starts, f.answer_ends)]
+        assert answers == [a["text"].replace(" ", "") for a in inst["answers"]]
+    assert stats["answers_used"] == 6
+
+
+def test_truncation_drops_and_counts_answers(base):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[QUE]"]})
+    que = tokenizer.convert_tokens_to_ids("[QUE]")
+    # the tiny tokenizer is per character: 12 target tokens keep "In Wien wohnt" but cut "Anna."
+    features, stats = build_pretrain_features([instances()[1]], tokenizer, que, max_side_tokens=12)
+    assert stats["answers_dropped_target_truncated"] == 1 and stats["answers_used"] == 1
+    assert features[0].answer_starts[0] == -100  # the person's [QUE] stays, ignored in the loss
+    # 5 English tokens cut the second [QUE] itself
+    features, stats = build_pretrain_features([instances()[1]], tokenizer, que, max_side_tokens=5)
+    assert stats["answers_dropped_que_truncated"] == 1 and len(features[0].que_positions) == 1
+
+
+def test_mlm_masking_spares_que_answers_and_specials():
+    ids = torch.arange(10, 30).unsqueeze(0)
+    candidates = torch.ones_like(ids, dtype=torch.bool)
+    candidates[0, :5] = False
+    masked, labels = mask_tokens(ids, candidates, mask_id=4, vocab_size=50,
+                                 generator=torch.Generator().manual_seed(0), probability=0.5)
+    assert (labels[0, :5] == -100).all() and (masked[0, :5] == ids[0, :5]).all()
+    chosen = labels != -100
+    assert chosen.sum() > 3 and (labels[chosen] == ids[chosen]).all()
+
+
+def test_full_run_losses_fall_and_checkpoint_loads_for_finetuning(base, data_dir, tmp_path):
+    out = tmp_path / "full"
+    pretrain(opts(base, data_dir, out, max_steps=30))
+    log = read_log(out)
+    first, last = log[0], log[-1]
+    assert last["loss_clism"] < 0.7 * first["loss_clism"]
+    assert last["loss_cacr"] < first["loss_cacr"]
+    assert last["loss_mlm"] > 0 and 0 <= last["data_wait_share"] < 1
+    from clism.models.span_model import load_span_model
+    from clism.tasks.ner import load_token_classifier
+
+    model, tokenizer = load_span_model(str(out / "model"), "qass")
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "model" / "span_head.safetensors"))
+    assert torch.equal(model.head.start_query.weight, saved["start_query.weight"])
+    assert tokenizer.convert_tokens_to_ids("[QUE]") == len(tokenizer) - 1
+    classifier, _ = load_token_classifier(str(out / "model"), ["O", "B-PER", "I-PER"])
+    assert classifier.config.num_labels == 3
+
+
+@pytest.mark.parametrize("switches", [dict(clism=False), dict(cacr=False), dict(mlm=False),
+                                      dict(clism=False, cacr=False)])
+def test_each_term_can_be_switched_off(base, data_dir, tmp_path, switches):
+    out = tmp_path / "ablation"
+    pretrain(opts(base, data_dir, out, max_steps=2, **switches))
+    last = read_log(out)[-1]
+    for term in ("clism", "cacr", "mlm"):
+        if not switches.get(term, True):
+            assert last[f"loss_{term}"] == 0.0
+        else:
+            assert last[f"loss_{term}"] > 0.0
+
+
+def test_nan_stops_with_a_message_and_keeps_the_last_checkpoint(base, data_dir, tmp_path, monkeypatch):
+    real = CLISMPretrainModel.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 6:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(CLISMPretrainModel, "forward", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(FloatingPointError, match="at step 6.*last good checkpoint"):
+        pretrain(opts(base, data_dir, out))
+    assert json.loads((out / "checkpoint" / "step.json").read_text())["step"] == 4
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path / "checkpoint" / "state.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(base, data_dir, tmp_path):
+    settings = ["--model", str(base), "--data", str(data_dir), "--batch-size", "8", "--max-steps", "16",
+                "--warmup-steps", "2", "--lr", "3e-3", "--checkpoint-every", "4", "--dropout", "0.1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "clism.cli", "pretrain"]
+    subprocess.run(cmd + settings + ["--out", str(tmp_path / "straight")], check=True, env=env,
+                   capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + settings + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    step_file = killed / "checkpoint" / "step.json"
+    while time.time() < deadline:
+        if step_file.is_file() and json.loads(step_file.read_text())["step"] >= 8:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stopped_at = json.loads(step_file.read_text())["step"]
+    assert 8 <= stopped_at < 16, "the run was to be killed half way"
+    subprocess.run(cmd + settings + ["--out", str(killed), "--resume"], check=True, env=env, capture_output=True)
+    a, b = _state(tmp_path / "straight"), _state(killed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    steps = [r["step"] for r in read_log(killed)]
+    assert steps == sorted(set(steps)) and steps[-1] == 16
+
+
+def test_cacr_negatives_are_gathered_across_two_processes(tmp_path):
+    script = Path(__file__).with_name("_gather_worker.py")
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "gather.json").read_text())
+    assert report["distributed_equals_full_batch"] and report["negatives_seen"] == 8
+
+
+def test_pair_template_of_bert_and_xlmr_styles(base):
+    from transformers import AutoTokenizer
+
+    t = PairTemplate.of(AutoTokenizer.from_pretrained(base))
+    assert t.pair_prefix == [0] and t.pair_middle == [2, 2] and t.pair_suffix == [2]
+    assert (t.single_prefix, t.single_suffix) == ([0], [2])
