@@ -1,5 +1,4 @@
 """clism build-data on a small corpus written here: offsets, determinism, resume."""
-import json
 from pathlib import Path
 
 import pytest

@@ -1,6 +1,5 @@
 """NER: windows that lose no word, the seqeval metric pinned, training and outputs end to end."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -28,7 +28,7 @@ def instances() -> list[dict]:
             de = f"In {c_de} wohnt {p_de}."
             out.append({
                 "id": f"de-{i}-{j}", "lang": "de", "source": "test", "en": en,
-                "en_masked": f"[QUE] lives in [QUE].", "target": de,
+                "en_masked": "[QUE] lives in [QUE].", "target": de,
                 "answers": [
                     {"text": p_de, "start": de.index(p_de, 3 + len(c_de)), "end": de.index(p_de, 3 + len(c_de)) + len(p_de),
                      "type": "PERSON", "score": 1.0, "en_text": p_en, "en_start": 0, "en_end": len(p_en)},

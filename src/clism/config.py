@@ -24,6 +24,13 @@ class ConfigError(ValueError):
     pass
 
 
+def option(default, help: str):
+    """A dataclass field with its ``--help`` text; list defaults are copied per instance."""
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

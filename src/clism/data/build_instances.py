@@ -29,15 +29,16 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from clism.config import option
 from clism.data.alignment import is_char_tokenized, read_links, run_eflomal, symmetrize, token_strings, tokenize
 from clism.data.parallel import ParallelReport, iter_line_aligned, iter_tsv
-from clism.data.projection import ProjectedSpan, ProjectionSettings, project
+from clism.data.projection import ProjectionSettings, project
 from clism.data.registry import get_dataset, locate, sha256_of
-from clism.data.spans import DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishSpan, english_spans, load_spacy
+from clism.data.spans import DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishSpan, load_spacy
 
 log = logging.getLogger(__name__)
 
@@ -45,32 +46,27 @@ QUE = "[QUE]"
 SPAN_REJECTIONS = ("stop_words_only", "too_many_words", "partial_word")
 
 
-def _opt(default, help: str):
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
 
 @dataclass
 class BuildDataOptions:
-    corpora: list[str] = _opt(["tatoeba_challenge", "flores200"], "registry corpora to read for every language")
-    langs: list[str] = _opt(["ar", "hi", "vi"], "target languages (English is the source)")
-    files: list[str] = _opt([], "more corpora: LANG=pairs.tsv (en<TAB>x) or LANG=en.txt+x.txt")
-    data_dir: Optional[str] = _opt(None, "offline data mirror (default: $CLISM_DATA_DIR)")
-    out: str = _opt("runs/clism-data", "output directory")
-    max_chars: int = _opt(400, "skip pairs with a side longer than this many characters")
-    spacy_model: str = _opt(DEFAULT_SPACY_MODEL, "spaCy English pipeline with NER")
-    entity_types: list[str] = _opt(list(DEFAULT_ENTITY_TYPES), "spaCy entity types that make informative spans")
-    max_span_words: int = _opt(10, "longest span, in words")
-    symmetrization: str = _opt("grow-diag-final-and", "intersection, union, grow-diag, grow-diag-final(-and)")
-    max_gap: int = _opt(1, "unaligned target tokens tolerated inside a projected span")
-    max_ratio: float = _opt(3.0, "projected tokens per English token, at most (spaced scripts)")
-    char_max_ratio: float = _opt(6.0, "the same for character-tokenised targets (zh, ja, th)")
-    eflomal_samplers: int = _opt(3, "eflomal samplers (more: steadier links, slower)")
-    shard_size: int = _opt(20000, "input pairs per output shard")
-    n_process: int = _opt(2, "spaCy processes")
-    spacy_batch_size: int = _opt(512, "sentences per spaCy batch")
-    report: bool = _opt(False, "only print the quality report of an existing build")
+    corpora: list[str] = option(["tatoeba_challenge", "flores200"], "registry corpora to read for every language")
+    langs: list[str] = option(["ar", "hi", "vi"], "target languages (English is the source)")
+    files: list[str] = option([], "more corpora: LANG=pairs.tsv (en<TAB>x) or LANG=en.txt+x.txt")
+    data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
+    out: str = option("runs/clism-data", "output directory")
+    max_chars: int = option(400, "skip pairs with a side longer than this many characters")
+    spacy_model: str = option(DEFAULT_SPACY_MODEL, "spaCy English pipeline with NER")
+    entity_types: list[str] = option(list(DEFAULT_ENTITY_TYPES), "spaCy entity types that make informative spans")
+    max_span_words: int = option(10, "longest span, in words")
+    symmetrization: str = option("grow-diag-final-and", "intersection, union, grow-diag, grow-diag-final(-and)")
+    max_gap: int = option(1, "unaligned target tokens tolerated inside a projected span")
+    max_ratio: float = option(3.0, "projected tokens per English token, at most (spaced scripts)")
+    char_max_ratio: float = option(6.0, "the same for character-tokenised targets (zh, ja, th)")
+    eflomal_samplers: int = option(3, "eflomal samplers (more: steadier links, slower)")
+    shard_size: int = option(20000, "input pairs per output shard")
+    n_process: int = option(2, "spaCy processes")
+    spacy_batch_size: int = option(512, "sentences per spaCy batch")
+    report: bool = option(False, "only print the quality report of an existing build")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -342,7 +338,8 @@ def build(opts: BuildDataOptions) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict = {}
     manifest: dict = {"config": dataclasses.asdict(opts), "languages": {}, "alignment_cache_keys": {}}
-    manifest["config"].pop("report")
+    for where_not_what in ("report", "out"):  # not settings of the build's content
+        manifest["config"].pop(where_not_what)
     fingerprint = _settings_fingerprint(opts, ("max_chars", "spacy_model", "entity_types", "max_span_words"))
     for lang in opts.langs:
         work = out / "work" / lang / fingerprint

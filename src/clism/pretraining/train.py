@@ -16,13 +16,13 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from clism.config import save_config
+from clism.config import option, save_config
 from clism.pretraining.data import (
     build_pretrain_features, collate_pretrain, load_instances, mask_tokens,
 )
@@ -31,38 +31,35 @@ from clism.pretraining.model import CLISMPretrainModel, LossSettings
 log = logging.getLogger(__name__)
 
 
-def _opt(default, help: str):
-    return field(default=default, metadata={"help": help})
-
 
 @dataclass
 class PretrainOptions:
-    model: str = _opt("multilingual-e5-small-q4", "encoder to continue: built-in name, local path or hub id")
-    data: str = _opt("runs/clism-data", "a `clism build-data` output directory")
-    out: str = _opt("runs/pretrain", "output directory")
-    clism: bool = _opt(True, "the CLISM span-selection loss")
-    cacr: bool = _opt(True, "the CACR contrastive loss")
-    mlm: bool = _opt(True, "the masked-LM loss")
-    weight_clism: float = _opt(1.0, "weight of L_clism")
-    weight_cacr: float = _opt(1.0, "weight of L_cacr")
-    weight_mlm: float = _opt(1.0, "weight of L_mlm")
-    temperature: float = _opt(0.05, "CACR temperature tau (cosine / tau)")
-    mlm_probability: float = _opt(0.15, "share of tokens masked for MLM")
-    max_side_tokens: int = _opt(128, "tokens per side of the joint input")
-    lr: float = _opt(1e-5, "peak learning rate")
-    batch_size: int = _opt(64, "instances per optimizer step (all processes together)")
-    micro_batch_size: int = _opt(0, "instances per forward pass and process; 0: batch_size / processes")
-    max_steps: int = _opt(15000, "optimizer steps")
-    warmup_steps: int = _opt(1500, "linear warm-up steps, then linear decay to 0")
-    weight_decay: float = _opt(0.01, "AdamW weight decay")
-    max_grad_norm: float = _opt(1.0, "gradient clipping")
-    dropout: Optional[float] = _opt(None, "override the encoder's dropout (0 is ~2x faster on CPU)")
-    mixed_precision: str = _opt("no", "no, bf16 or fp16 (GPU)")
-    seed: int = _opt(1, "seed of initialisation, data order and masking")
-    max_instances: int = _opt(0, "use only the first N instances (0: all)")
-    checkpoint_every: int = _opt(500, "steps between checkpoints")
-    log_every: int = _opt(10, "steps between log lines")
-    resume: bool = _opt(False, "continue from <out>/checkpoint")
+    model: str = option("multilingual-e5-small-q4", "encoder to continue: built-in name, local path or hub id")
+    data: str = option("runs/clism-data", "a `clism build-data` output directory")
+    out: str = option("runs/pretrain", "output directory")
+    clism: bool = option(True, "the CLISM span-selection loss")
+    cacr: bool = option(True, "the CACR contrastive loss")
+    mlm: bool = option(True, "the masked-LM loss")
+    weight_clism: float = option(1.0, "weight of L_clism")
+    weight_cacr: float = option(1.0, "weight of L_cacr")
+    weight_mlm: float = option(1.0, "weight of L_mlm")
+    temperature: float = option(0.05, "CACR temperature tau (cosine / tau)")
+    mlm_probability: float = option(0.15, "share of tokens masked for MLM")
+    max_side_tokens: int = option(128, "tokens per side of the joint input")
+    lr: float = option(1e-5, "peak learning rate")
+    batch_size: int = option(64, "instances per optimizer step (all processes together)")
+    micro_batch_size: int = option(0, "instances per forward pass and process; 0: batch_size / processes")
+    max_steps: int = option(15000, "optimizer steps")
+    warmup_steps: int = option(1500, "linear warm-up steps, then linear decay to 0")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping")
+    dropout: Optional[float] = option(None, "override the encoder's dropout (0 is ~2x faster on CPU)")
+    mixed_precision: str = option("no", "no, bf16 or fp16 (GPU)")
+    seed: int = option(1, "seed of initialisation, data order and masking")
+    max_instances: int = option(0, "use only the first N instances (0: all)")
+    checkpoint_every: int = option(500, "steps between checkpoints")
+    log_every: int = option(10, "steps between log lines")
+    resume: bool = option(False, "continue from <out>/checkpoint")
 
 
 def _loss_settings(opts: PretrainOptions) -> LossSettings:

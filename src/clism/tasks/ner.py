@@ -14,11 +14,11 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from clism.config import save_config
+from clism.config import option, save_config
 from clism.data.load import load_ner
 from clism.data.ner import NERSentence, entity_types, read_ner, to_iob2
 from clism.data.registry import get_dataset, inventory
@@ -30,54 +30,49 @@ log = logging.getLogger(__name__)
 NER_KEYS, NER_LABELS = ("f1", "precision", "recall"), ("F1", "P", "R")
 
 
-def _opt(default, help: str):
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
 
 @dataclass
 class NEREvalOptions:
-    model: Optional[str] = _opt(None, "fine-tuned NER checkpoint directory")
-    datasets: list[str] = _opt(["wikiann", "conll2002", "conll2003"], "evaluation datasets")
-    langs: list[str] = _opt([], "languages (default: every language present)")
-    split: str = _opt("test", "split to evaluate")
-    max_length: int = _opt(128, "tokens per window")
-    eval_batch_size: int = _opt(128, "windows per inference batch")
-    max_eval_examples: int = _opt(0, "evaluate only the first N sentences per language (0: all)")
-    data_dir: Optional[str] = _opt(None, "offline data mirror (default: $CLISM_DATA_DIR)")
-    out: str = _opt("runs/ner-eval", "output directory")
-    predictions: Optional[str] = _opt(None, "score this predicted tag file (word<TAB>tag) instead")
-    data: Optional[str] = _opt(None, "with --predictions: the gold file (same sentences, same words)")
+    model: Optional[str] = option(None, "fine-tuned NER checkpoint directory")
+    datasets: list[str] = option(["wikiann", "conll2002", "conll2003"], "evaluation datasets")
+    langs: list[str] = option([], "languages (default: every language present)")
+    split: str = option("test", "split to evaluate")
+    max_length: int = option(128, "tokens per window")
+    eval_batch_size: int = option(128, "windows per inference batch")
+    max_eval_examples: int = option(0, "evaluate only the first N sentences per language (0: all)")
+    data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
+    out: str = option("runs/ner-eval", "output directory")
+    predictions: Optional[str] = option(None, "score this predicted tag file (word<TAB>tag) instead")
+    data: Optional[str] = option(None, "with --predictions: the gold file (same sentences, same words)")
 
 
 @dataclass
 class NERFinetuneOptions:
-    model: str = _opt("multilingual-e5-small-q4", "encoder: built-in name, local path or Hugging Face id")
-    train_dataset: str = _opt("wikiann", "training dataset (wikiann or conll2003)")
-    train_lang: str = _opt("en", "training language")
-    train_file: Optional[str] = _opt(None, "train on this NER file instead of a registry dataset")
-    train_examples: int = _opt(0, "use this many training sentences, drawn by the seed (0: all)")
-    seeds: list[int] = _opt([1], "one fine-tuning run per seed")
-    lr: float = _opt(5e-5, "learning rate")
-    batch_size: int = _opt(32, "sentences per optimizer step")
-    micro_batch_size: int = _opt(0, "sentences per forward pass (gradient accumulation); 0: batch_size")
-    epochs: float = _opt(5.0, "epochs (ignored when max_steps > 0)")
-    max_steps: int = _opt(0, "optimizer steps; 0: epochs")
-    warmup_ratio: float = _opt(0.1, "share of steps with a linear warm-up")
-    weight_decay: float = _opt(0.01, "AdamW weight decay")
-    max_length: int = _opt(128, "tokens per window")
-    dropout: Optional[float] = _opt(None, "override the encoder's dropout (0 is ~2x faster on CPU)")
-    freeze_word_embeddings: bool = _opt(False, "keep the word embeddings fixed")
-    mixed_precision: str = _opt("no", "no, bf16 or fp16 (GPU)")
-    eval_datasets: list[str] = _opt(["wikiann", "conll2002", "conll2003"], "evaluate on these after training")
-    eval_langs: list[str] = _opt([], "evaluation languages (default: every language present)")
-    eval_split: str = _opt("test", "evaluation split")
-    eval_batch_size: int = _opt(128, "windows per inference batch")
-    max_eval_examples: int = _opt(0, "evaluate only the first N sentences per language (0: all)")
-    data_dir: Optional[str] = _opt(None, "offline data mirror (default: $CLISM_DATA_DIR)")
-    out: str = _opt("runs/ner", "output directory")
-    save_model: bool = _opt(True, "keep the fine-tuned checkpoint of each seed")
+    model: str = option("multilingual-e5-small-q4", "encoder: built-in name, local path or Hugging Face id")
+    train_dataset: str = option("wikiann", "training dataset (wikiann or conll2003)")
+    train_lang: str = option("en", "training language")
+    train_file: Optional[str] = option(None, "train on this NER file instead of a registry dataset")
+    train_examples: int = option(0, "use this many training sentences, drawn by the seed (0: all)")
+    seeds: list[int] = option([1], "one fine-tuning run per seed")
+    lr: float = option(5e-5, "learning rate")
+    batch_size: int = option(32, "sentences per optimizer step")
+    micro_batch_size: int = option(0, "sentences per forward pass (gradient accumulation); 0: batch_size")
+    epochs: float = option(5.0, "epochs (ignored when max_steps > 0)")
+    max_steps: int = option(0, "optimizer steps; 0: epochs")
+    warmup_ratio: float = option(0.1, "share of steps with a linear warm-up")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    max_length: int = option(128, "tokens per window")
+    dropout: Optional[float] = option(None, "override the encoder's dropout (0 is ~2x faster on CPU)")
+    freeze_word_embeddings: bool = option(False, "keep the word embeddings fixed")
+    mixed_precision: str = option("no", "no, bf16 or fp16 (GPU)")
+    eval_datasets: list[str] = option(["wikiann", "conll2002", "conll2003"], "evaluate on these after training")
+    eval_langs: list[str] = option([], "evaluation languages (default: every language present)")
+    eval_split: str = option("test", "evaluation split")
+    eval_batch_size: int = option(128, "windows per inference batch")
+    max_eval_examples: int = option(0, "evaluate only the first N sentences per language (0: all)")
+    data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
+    out: str = option("runs/ner", "output directory")
+    save_model: bool = option(True, "keep the fine-tuned checkpoint of each seed")
 
 
 def label_list(types: list[str]) -> list[str]:

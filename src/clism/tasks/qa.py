@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from clism.config import save_config
+from clism.config import option, save_config
 from clism.data.load import english_qa_training_set, load_qa
 from clism.data.qa import QAExample, read_squad_files
 from clism.data.registry import get_dataset, inventory
@@ -35,63 +35,58 @@ QA_KEYS, QA_LABELS = ("f1", "exact_match"), ("F1", "EM")
 DEFAULT_METRIC = {"xquad": "squad", "tydiqa_goldp": "squad", "squad_v1.1": "squad", "mlqa": "mlqa"}
 
 
-def _opt(default, help: str):
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
 
 @dataclass
 class QAEvalOptions:
-    model: Optional[str] = _opt(None, "fine-tuned checkpoint directory")
-    head: str = _opt("", "answer head: linear or qass (default: the checkpoint's own)")
-    datasets: list[str] = _opt(["xquad"], "evaluation datasets: xquad, mlqa, tydiqa_goldp")
-    langs: list[str] = _opt([], "languages (default: every language present)")
-    split: str = _opt("", "split (default: test; dev for TyDiQA-GoldP)")
-    cross_lingual: bool = _opt(False, "also every question/context language pair (XQuAD, MLQA)")
-    metric: str = _opt("", "squad or mlqa (default: squad for XQuAD/TyDiQA, mlqa for MLQA)")
-    whitespace_fallback: bool = _opt(False, "MLQA metric: whitespace tokens for languages it has no rules for")
-    max_length: int = _opt(384, "tokens per window")
-    doc_stride: int = _opt(128, "tokens shared by neighbouring windows")
-    eval_batch_size: int = _opt(64, "windows per inference batch")
-    max_eval_examples: int = _opt(0, "evaluate only the first N questions per language (0: all)")
-    data_dir: Optional[str] = _opt(None, "offline data mirror (default: $CLISM_DATA_DIR)")
-    out: str = _opt("runs/qa-eval", "output directory")
+    model: Optional[str] = option(None, "fine-tuned checkpoint directory")
+    head: str = option("", "answer head: linear or qass (default: the checkpoint's own)")
+    datasets: list[str] = option(["xquad"], "evaluation datasets: xquad, mlqa, tydiqa_goldp")
+    langs: list[str] = option([], "languages (default: every language present)")
+    split: str = option("", "split (default: test; dev for TyDiQA-GoldP)")
+    cross_lingual: bool = option(False, "also every question/context language pair (XQuAD, MLQA)")
+    metric: str = option("", "squad or mlqa (default: squad for XQuAD/TyDiQA, mlqa for MLQA)")
+    whitespace_fallback: bool = option(False, "MLQA metric: whitespace tokens for languages it has no rules for")
+    max_length: int = option(384, "tokens per window")
+    doc_stride: int = option(128, "tokens shared by neighbouring windows")
+    eval_batch_size: int = option(64, "windows per inference batch")
+    max_eval_examples: int = option(0, "evaluate only the first N questions per language (0: all)")
+    data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
+    out: str = option("runs/qa-eval", "output directory")
     # scoring a prediction file, no model
-    predictions: Optional[str] = _opt(None, "score this prediction file (id -> answer text) instead")
-    data: Optional[str] = _opt(None, "with --predictions: a SQuAD-format file, gzip or plain")
-    lang: str = _opt("en", "with --predictions: the answer language")
+    predictions: Optional[str] = option(None, "score this prediction file (id -> answer text) instead")
+    data: Optional[str] = option(None, "with --predictions: a SQuAD-format file, gzip or plain")
+    lang: str = option("en", "with --predictions: the answer language")
 
 
 @dataclass
 class QAFinetuneOptions:
-    model: str = _opt("multilingual-e5-small-q4", "encoder: built-in name, local path or Hugging Face id")
-    head: str = _opt("linear", "answer head: linear or qass ([QUE] after the question)")
-    train_data: str = _opt("english", "'english' (SQuAD dev minus XQuAD + TyDiQA en), 'squad' (SQuAD train), "
+    model: str = option("multilingual-e5-small-q4", "encoder: built-in name, local path or Hugging Face id")
+    head: str = option("linear", "answer head: linear or qass ([QUE] after the question)")
+    train_data: str = option("english", "'english' (SQuAD dev minus XQuAD + TyDiQA en), 'squad' (SQuAD train), "
                                       "or a SQuAD-format file")
-    train_examples: int = _opt(0, "few-shot: sample this many training questions per seed (0: all)")
-    seeds: list[int] = _opt([1], "one fine-tuning run per seed; the seed also draws the few-shot sample")
-    lr: float = _opt(3e-5, "learning rate")
-    batch_size: int = _opt(32, "windows per optimizer step")
-    micro_batch_size: int = _opt(0, "windows per forward pass (gradient accumulation); 0: batch_size")
-    epochs: float = _opt(5.0, "epochs (ignored when max_steps > 0)")
-    max_steps: int = _opt(0, "optimizer steps; 0: epochs, or 200 when train_examples > 0 (paper few-shot)")
-    warmup_ratio: float = _opt(0.1, "share of steps with a linear warm-up")
-    weight_decay: float = _opt(0.01, "AdamW weight decay")
-    max_length: int = _opt(384, "tokens per window")
-    doc_stride: int = _opt(128, "tokens shared by neighbouring windows")
-    max_query_tokens: int = _opt(64, "question tokens kept")
-    dropout: Optional[float] = _opt(None, "override the encoder's dropout (0 is ~2x faster on CPU)")
-    freeze_word_embeddings: bool = _opt(False, "keep the word embeddings fixed")
-    mixed_precision: str = _opt("no", "no, bf16 or fp16 (GPU)")
-    eval_datasets: list[str] = _opt(["xquad"], "evaluate after training on these (empty: no evaluation)")
-    eval_langs: list[str] = _opt([], "evaluation languages (default: every language present)")
-    cross_lingual: bool = _opt(False, "also evaluate question/context language pairs")
-    eval_batch_size: int = _opt(64, "windows per inference batch")
-    max_eval_examples: int = _opt(0, "evaluate only the first N questions per language (0: all)")
-    data_dir: Optional[str] = _opt(None, "offline data mirror (default: $CLISM_DATA_DIR)")
-    out: str = _opt("runs/qa", "output directory")
-    save_model: bool = _opt(True, "keep the fine-tuned checkpoint of each seed")
+    train_examples: int = option(0, "few-shot: sample this many training questions per seed (0: all)")
+    seeds: list[int] = option([1], "one fine-tuning run per seed; the seed also draws the few-shot sample")
+    lr: float = option(3e-5, "learning rate")
+    batch_size: int = option(32, "windows per optimizer step")
+    micro_batch_size: int = option(0, "windows per forward pass (gradient accumulation); 0: batch_size")
+    epochs: float = option(5.0, "epochs (ignored when max_steps > 0)")
+    max_steps: int = option(0, "optimizer steps; 0: epochs, or 200 when train_examples > 0 (paper few-shot)")
+    warmup_ratio: float = option(0.1, "share of steps with a linear warm-up")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    max_length: int = option(384, "tokens per window")
+    doc_stride: int = option(128, "tokens shared by neighbouring windows")
+    max_query_tokens: int = option(64, "question tokens kept")
+    dropout: Optional[float] = option(None, "override the encoder's dropout (0 is ~2x faster on CPU)")
+    freeze_word_embeddings: bool = option(False, "keep the word embeddings fixed")
+    mixed_precision: str = option("no", "no, bf16 or fp16 (GPU)")
+    eval_datasets: list[str] = option(["xquad"], "evaluate after training on these (empty: no evaluation)")
+    eval_langs: list[str] = option([], "evaluation languages (default: every language present)")
+    cross_lingual: bool = option(False, "also evaluate question/context language pairs")
+    eval_batch_size: int = option(64, "windows per inference batch")
+    max_eval_examples: int = option(0, "evaluate only the first N questions per language (0: all)")
+    data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
+    out: str = option("runs/qa", "output directory")
+    save_model: bool = option(True, "keep the fine-tuned checkpoint of each seed")
 
 
 # --------------------------------------------------------------------------- data
