@@ -118,6 +118,9 @@ def test_full_run_losses_fall_and_checkpoint_loads_for_finetuning(base, data_dir
 
     saved = load_file(str(out / "model" / "span_head.safetensors"))
     assert torch.equal(model.head.start_query.weight, saved["start_query.weight"])
+    trained = load_file(str(out / "model" / "model.safetensors"))
+    layer = "encoder.layer.1.output.dense.weight"
+    assert torch.equal(model.encoder.state_dict()[layer], trained[f"bert.{layer}"])  # pre-trained, not re-initialised
     assert tokenizer.convert_tokens_to_ids("[QUE]") == len(tokenizer) - 1
     classifier, _ = load_token_classifier(str(out / "model"), ["O", "B-PER", "I-PER"])
     assert classifier.config.num_labels == 3

@@ -64,7 +64,7 @@ class BuildDataOptions:
     char_max_ratio: float = option(6.0, "the same for character-tokenised targets (zh, ja, th)")
     eflomal_samplers: int = option(3, "eflomal samplers (more: steadier links, slower)")
     shard_size: int = option(20000, "input pairs per output shard")
-    n_process: int = option(2, "spaCy processes")
+    n_process: int = option(1, "spaCy processes (on 2 cores one is as fast as two; raise it on bigger machines)")
     spacy_batch_size: int = option(512, "sentences per spaCy batch")
     report: bool = option(False, "only print the quality report of an existing build")
 

