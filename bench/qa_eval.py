@@ -5,6 +5,12 @@ Same fine-tuned model (a linear-head clism checkpoint, which maps one to one ont
 by side in one run. Prints questions/s of each, the speed ratio and both F1 scores.
 
     python bench/qa_eval.py --model runs/qa-k256-linear/seed-1/model --lang ar --questions 200
+
+transformers 5 removed the question-answering pipeline. Run this bench where
+transformers 4.x is installed, e.g. a virtual environment that sees the rest:
+
+    python -m venv --system-site-packages /tmp/tf4 && /tmp/tf4/bin/pip install "transformers>=4.46,<5"
+    /tmp/tf4/bin/python bench/qa_eval.py --model ...
 """
 from __future__ import annotations
 
@@ -12,6 +18,32 @@ import argparse
 import time
 
 import torch
+
+
+def load_tokenizer(checkpoint: str):
+    """AutoTokenizer, or (transformers 4 reading a transformers 5 tokenizer_config) the fast
+    tokenizer straight from tokenizer.json with the special tokens of its config."""
+    import json
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    try:
+        return AutoTokenizer.from_pretrained(checkpoint)
+    except (ValueError, AttributeError, KeyError):
+        config = json.load(open(f"{checkpoint}/tokenizer_config.json"))
+        specials = {k: v for k, v in config.items() if k.endswith("_token") and isinstance(v, str)}
+        return PreTrainedTokenizerFast(tokenizer_file=f"{checkpoint}/tokenizer.json", **specials)
+
+
+def clism_model(checkpoint: str):
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from clism.models.span_model import HEAD_FILE, SpanExtractionModel
+
+    model = SpanExtractionModel(AutoModel.from_pretrained(checkpoint, add_pooling_layer=False), "linear")
+    model.head.load_state_dict(load_file(f"{checkpoint}/{HEAD_FILE}"))
+    return model.eval()
 
 
 def pipeline_model(checkpoint: str):
@@ -43,14 +75,13 @@ def main() -> None:
 
     from clism.evaluation.qa_metrics import QAMetric, score_predictions
     from clism.evaluation.qa_predict import predict
-    from clism.models.span_model import load_span_model
     from clism.tasks.qa import evaluation_sets
 
     (eval_set,) = evaluation_sets([args.dataset], [args.lang], "", False, args.data_dir, args.questions)
     examples, metric = eval_set.examples, QAMetric("squad", args.lang)
     torch.set_num_threads(torch.get_num_threads())
 
-    model, tokenizer = load_span_model(args.model, "linear")
+    model, tokenizer = clism_model(args.model), load_tokenizer(args.model)
     hf_model = pipeline_model(args.model)
     qa = pipeline("question-answering", model=hf_model, tokenizer=tokenizer, device=-1)
 
@@ -72,7 +103,10 @@ def main() -> None:
     theirs_f1 = score_predictions(metric, eval_set.gold, theirs)["f1"]
     agree = sum(ours[k].strip() == theirs[k].strip() for k in ours) / len(ours)
     n = len(examples)
-    print(f"{args.dataset}.{args.lang}, {n} questions, model {args.model}, {torch.get_num_threads()} threads")
+    import transformers
+
+    print(f"{args.dataset}.{args.lang}, {n} questions, model {args.model}, {torch.get_num_threads()} threads, "
+          f"transformers {transformers.__version__}")
     print(f"clism predict:         {n / ours_s:7.2f} questions/s  ({ours_s:.1f} s)  F1 {ours_f1:.2f}")
     print(f"transformers pipeline: {n / theirs_s:7.2f} questions/s  ({theirs_s:.1f} s)  F1 {theirs_f1:.2f}")
     print(f"speed ratio (clism / pipeline): {theirs_s / ours_s:.2f}x; identical answers: {agree:.1%}")

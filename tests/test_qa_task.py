@@ -186,3 +186,13 @@ def test_scoring_a_prediction_file_needs_no_model(tmp_path, capsys):
     code = main(["evaluate", "qa", "--predictions", str(preds), "--data", str(data), "--lang", "xx",
                  "--metric", "mlqa"])
     assert code == 2 and "'xx'" in capsys.readouterr().err
+
+
+def test_cross_lingual_pairs_mix_question_and_context_languages(mirror):
+    from clism.tasks.qa import evaluation_sets
+
+    sets = {s.lang: s for s in evaluation_sets(["xquad"], ["de", "en"], "", True, str(mirror))}
+    assert set(sets) == {"de", "en", "de-en", "en-de"}
+    mixed = sets["de-en"]  # German context, English question, German answers
+    assert mixed.answer_lang == "de" and mixed.examples[0].question == "Where is Normandy?"
+    assert "Frankreich" in mixed.examples[0].context and mixed.gold == {"q1": ["Frankreich"]}
