@@ -27,13 +27,20 @@ class PredictStats:
         return self.questions / self.seconds if self.seconds else 0.0
 
 
-def window_logits(model, features: list[QAFeature], pad_id: int, batch_size: int = 64,
+def default_batch_size(device: torch.device) -> int:
+    """Windows per inference batch: small on CPU, where less padding and warm caches beat
+    width (8 was 1.34x faster than 64 on 2 cores), wide on GPUs."""
+    return 64 if device.type == "cuda" else 8
+
+
+def window_logits(model, features: list[QAFeature], pad_id: int, batch_size: int = 0,
                   device: str | torch.device | None = None, desc: str = "predict"
                   ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Start/end logits of every window, in the order of ``features``."""
     from tqdm.auto import tqdm
 
     device = torch.device(device) if device else next(model.parameters()).device
+    batch_size = batch_size or default_batch_size(device)
     order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
     results: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(features)
     model.eval()
@@ -82,7 +89,7 @@ def best_answers(examples: list[QAExample], features: list[QAFeature],
 
 
 def predict(model, tokenizer, examples: list[QAExample], max_length: int = 384, doc_stride: int = 128,
-            batch_size: int = 64, que_token_id: int | None = None, n_best: int = 20, max_answer_tokens: int = 30,
+            batch_size: int = 0, que_token_id: int | None = None, n_best: int = 20, max_answer_tokens: int = 30,
             desc: str = "predict") -> tuple[dict[str, str], PredictStats]:
     from clism.data.qa_features import build_features
 
