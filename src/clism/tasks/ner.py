@@ -24,6 +24,7 @@ from clism.data.ner import NERSentence, entity_types, read_ner, to_iob2
 from clism.data.registry import get_dataset, inventory
 from clism.evaluation.ner_metrics import entity_scores
 from clism.tasks.runs import run_seeds, write_summary
+from clism.training.options import FinetuneOptions
 
 log = logging.getLogger(__name__)
 
@@ -47,32 +48,16 @@ class NEREvalOptions:
 
 
 @dataclass
-class NERFinetuneOptions:
-    model: str = option("multilingual-e5-small-q4", "encoder: built-in name, local path or Hugging Face id")
+class NERFinetuneOptions(FinetuneOptions):
     train_dataset: str = option("wikiann", "training dataset (wikiann or conll2003)")
     train_lang: str = option("en", "training language")
     train_file: Optional[str] = option(None, "train on this NER file instead of a registry dataset")
-    train_examples: int = option(0, "use this many training sentences, drawn by the seed (0: all)")
-    seeds: list[int] = option([1], "one fine-tuning run per seed")
     lr: float = option(5e-5, "learning rate")
-    batch_size: int = option(32, "sentences per optimizer step")
-    micro_batch_size: int = option(0, "sentences per forward pass (gradient accumulation); 0: batch_size")
-    epochs: float = option(5.0, "epochs (ignored when max_steps > 0)")
-    max_steps: int = option(0, "optimizer steps; 0: epochs")
-    warmup_ratio: float = option(0.1, "share of steps with a linear warm-up")
-    weight_decay: float = option(0.01, "AdamW weight decay")
     max_length: int = option(128, "tokens per window")
-    dropout: Optional[float] = option(None, "override the encoder's dropout (0 is ~2x faster on CPU)")
-    freeze_word_embeddings: bool = option(False, "keep the word embeddings fixed")
-    mixed_precision: str = option("no", "no, bf16 or fp16 (GPU)")
     eval_datasets: list[str] = option(["wikiann", "conll2002", "conll2003"], "evaluate on these after training")
-    eval_langs: list[str] = option([], "evaluation languages (default: every language present)")
     eval_split: str = option("test", "evaluation split")
     eval_batch_size: int = option(128, "windows per inference batch")
-    max_eval_examples: int = option(0, "evaluate only the first N sentences per language (0: all)")
-    data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
     out: str = option("runs/ner", "output directory")
-    save_model: bool = option(True, "keep the fine-tuned checkpoint of each seed")
 
 
 def label_list(types: list[str]) -> list[str]:
@@ -205,7 +190,7 @@ def training_sentences(opts: NERFinetuneOptions) -> list[NERSentence]:
 def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: int, sets: list[NEREvalSet],
                       run_dir: Path) -> dict:
     from clism.data.ner_features import build_ner_features, collate_ner
-    from clism.training.loop import LoopSettings, train
+    from clism.training.loop import train
 
     chosen = pool if not opts.train_examples or opts.train_examples >= len(pool) else \
         random.Random(seed).sample(pool, opts.train_examples)
@@ -213,10 +198,7 @@ def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: i
     labels = label_list(entity_types(chosen))
     model, tokenizer = load_token_classifier(opts.model, labels, opts.dropout)
     features = build_ner_features(chosen, tokenizer, opts.max_length, {label: i for i, label in enumerate(labels)})
-    settings = LoopSettings(lr=opts.lr, batch_size=opts.batch_size, micro_batch_size=opts.micro_batch_size,
-                            epochs=opts.epochs, max_steps=opts.max_steps or (200 if opts.train_examples else 0),
-                            warmup_ratio=opts.warmup_ratio, weight_decay=opts.weight_decay, seed=seed,
-                            mixed_precision=opts.mixed_precision, freeze_word_embeddings=opts.freeze_word_embeddings)
+    settings = opts.loop_settings(seed)
     pad_id = tokenizer.pad_token_id
     result = train(model, features, lambda b: collate_ner(b, pad_id, True), settings, desc=f"ner seed {seed}",
                    lengths=[len(f.input_ids) for f in features])

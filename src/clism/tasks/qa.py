@@ -27,6 +27,7 @@ from clism.data.qa import QAExample, read_squad_files
 from clism.data.registry import get_dataset, inventory
 from clism.evaluation.qa_metrics import QAMetric, score_predictions
 from clism.tasks.runs import run_seeds, write_summary
+from clism.training.options import FinetuneOptions
 
 log = logging.getLogger(__name__)
 
@@ -59,34 +60,15 @@ class QAEvalOptions:
 
 
 @dataclass
-class QAFinetuneOptions:
-    model: str = option("multilingual-e5-small-q4", "encoder: built-in name, local path or Hugging Face id")
+class QAFinetuneOptions(FinetuneOptions):
     head: str = option("linear", "answer head: linear or qass ([QUE] after the question)")
     train_data: str = option("english", "'english' (SQuAD dev minus XQuAD + TyDiQA en), 'squad' (SQuAD train), "
-                                      "or a SQuAD-format file")
-    train_examples: int = option(0, "few-shot: sample this many training questions per seed (0: all)")
-    seeds: list[int] = option([1], "one fine-tuning run per seed; the seed also draws the few-shot sample")
-    lr: float = option(3e-5, "learning rate")
-    batch_size: int = option(32, "windows per optimizer step")
-    micro_batch_size: int = option(0, "windows per forward pass (gradient accumulation); 0: batch_size")
-    epochs: float = option(5.0, "epochs (ignored when max_steps > 0)")
-    max_steps: int = option(0, "optimizer steps; 0: epochs, or 200 when train_examples > 0 (paper few-shot)")
-    warmup_ratio: float = option(0.1, "share of steps with a linear warm-up")
-    weight_decay: float = option(0.01, "AdamW weight decay")
-    max_length: int = option(384, "tokens per window")
+                                        "or a SQuAD-format file")
     doc_stride: int = option(128, "tokens shared by neighbouring windows")
     max_query_tokens: int = option(64, "question tokens kept")
-    dropout: Optional[float] = option(None, "override the encoder's dropout (0 is ~2x faster on CPU)")
-    freeze_word_embeddings: bool = option(False, "keep the word embeddings fixed")
-    mixed_precision: str = option("no", "no, bf16 or fp16 (GPU)")
-    eval_datasets: list[str] = option(["xquad"], "evaluate after training on these (empty: no evaluation)")
-    eval_langs: list[str] = option([], "evaluation languages (default: every language present)")
     cross_lingual: bool = option(False, "also evaluate question/context language pairs")
-    eval_batch_size: int = option(0, "windows per inference batch (0: 8 on CPU, 64 on GPU)")
-    max_eval_examples: int = option(0, "evaluate only the first N questions per language (0: all)")
-    data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
+    eval_datasets: list[str] = option(["xquad"], "evaluate after training on these (empty: no evaluation)")
     out: str = option("runs/qa", "output directory")
-    save_model: bool = option(True, "keep the fine-tuned checkpoint of each seed")
 
 
 # --------------------------------------------------------------------------- data
@@ -194,7 +176,7 @@ def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int,
                       run_dir: Path) -> dict:
     from clism.data.qa_features import build_features, collate
     from clism.models.span_model import QUE_TOKEN, load_span_model
-    from clism.training.loop import LoopSettings, train
+    from clism.training.loop import train
 
     model, tokenizer = load_span_model(opts.model, opts.head, opts.dropout)
     que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN) if opts.head == "qass" else None
@@ -202,11 +184,7 @@ def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int,
     features, report = build_features(train_examples, tokenizer, opts.max_length, opts.doc_stride,
                                       opts.max_query_tokens, que_id, training=True)
     log.info("seed %d: %s", seed, report.summary())
-    max_steps = opts.max_steps or (200 if opts.train_examples > 0 else 0)
-    settings = LoopSettings(lr=opts.lr, batch_size=opts.batch_size, micro_batch_size=opts.micro_batch_size,
-                            epochs=opts.epochs, max_steps=max_steps, warmup_ratio=opts.warmup_ratio,
-                            weight_decay=opts.weight_decay, seed=seed, mixed_precision=opts.mixed_precision,
-                            freeze_word_embeddings=opts.freeze_word_embeddings)
+    settings = opts.loop_settings(seed)
     pad_id = tokenizer.pad_token_id
     result = train(model, features, lambda batch: collate(batch, pad_id, True), settings, desc=f"qa seed {seed}",
                    lengths=[len(f.input_ids) for f in features])

@@ -15,22 +15,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from clism.training.options import LoopSettings
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoopSettings:
-    lr: float = 3e-5
-    batch_size: int = 32
-    micro_batch_size: int = 0  # 0: same as batch_size; smaller values accumulate gradients
-    epochs: float = 2.0
-    max_steps: int = 0  # > 0 overrides epochs
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    seed: int = 1
-    mixed_precision: str = "no"  # "no", "bf16" or "fp16" (GPU)
-    freeze_word_embeddings: bool = False
 
 
 def make_adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
