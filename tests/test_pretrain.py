@@ -162,7 +162,7 @@ def _state(path: Path) -> dict:
 
 
 def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(base, data_dir, tmp_path):
-    settings = ["--model", str(base), "--data", str(data_dir), "--batch-size", "8", "--max-steps", "16",
+    settings = ["--model", str(base), "--data", str(data_dir), "--batch-size", "8", "--max-steps", "40",
                 "--warmup-steps", "2", "--lr", "3e-3", "--checkpoint-every", "4", "--dropout", "0.1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "clism.cli", "pretrain"]
@@ -180,20 +180,25 @@ def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(base, data
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     stopped_at = json.loads(step_file.read_text())["step"]
-    assert 8 <= stopped_at < 16, "the run was to be killed half way"
+    assert 8 <= stopped_at < 40, "the run was to be killed part way"
     subprocess.run(cmd + settings + ["--out", str(killed), "--resume"], check=True, env=env, capture_output=True)
     a, b = _state(tmp_path / "straight"), _state(killed)
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
     steps = [r["step"] for r in read_log(killed)]
-    assert steps == sorted(set(steps)) and steps[-1] == 16
+    assert steps == sorted(set(steps)) and steps[-1] == 40
 
 
 def test_cacr_negatives_are_gathered_across_two_processes(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a free port for the two processes to meet on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     script = Path(__file__).with_name("_gather_worker.py")
     result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
-                            timeout=180)
+                            timeout=180, env={**os.environ, "GATHER_PORT": str(port)})
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "gather.json").read_text())
     assert report["distributed_equals_full_batch"] and report["negatives_seen"] == 8

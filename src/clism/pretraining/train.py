@@ -177,7 +177,8 @@ def pretrain(opts: PretrainOptions) -> dict:
     scheduler = get_linear_schedule_with_warmup(optimizer, opts.warmup_steps, opts.max_steps)
     step, position = 0, DataPosition()
     checkpoint = out / "checkpoint" / "state.pt"
-    if opts.resume:
+    if opts.resume and not checkpoint.is_file() and (out / "checkpoint.old" / "state.pt").is_file():
+        checkpoint = out / "checkpoint.old" / "state.pt"  # killed between the two renames of a save
         if not checkpoint.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)

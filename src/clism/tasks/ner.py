@@ -10,7 +10,6 @@ are counted, and gold types the model cannot predict are listed in the metrics.
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -23,7 +22,7 @@ from clism.data.load import load_ner
 from clism.data.ner import NERSentence, entity_types, read_ner, to_iob2
 from clism.data.registry import get_dataset, inventory
 from clism.evaluation.ner_metrics import entity_scores
-from clism.tasks.runs import run_seeds, write_summary
+from clism.tasks.runs import record_training, run_seeds, write_summary
 from clism.training.options import FinetuneOptions
 
 log = logging.getLogger(__name__)
@@ -202,18 +201,12 @@ def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: i
     pad_id = tokenizer.pad_token_id
     result = train(model, features, lambda b: collate_ner(b, pad_id, True), settings, desc=f"ner seed {seed}",
                    lengths=[len(f.input_ids) for f in features])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train_log.json").write_text(json.dumps({
-        "seed": seed, "train_sentences": len(chosen), "train_windows": len(features), "labels": labels,
-        "steps": result.steps, "seconds": round(result.seconds, 1),
-        "examples_per_second": round(result.examples_per_second, 2), "losses": result.losses,
-    }, indent=1) + "\n")
     if opts.save_model:
         model.save_pretrained(run_dir / "model")
         tokenizer.save_pretrained(run_dir / "model")
     metrics = evaluate_sets(model, tokenizer, sets, run_dir, opts.max_length, opts.eval_batch_size) if sets else {}
-    return {"seed": seed, "train_loss_first": result.losses[0], "train_loss_last": result.losses[-1],
-            "results": metrics}
+    return record_training(run_dir, seed, result, metrics, train_sentences=len(chosen),
+                           train_windows=len(features), labels=labels)
 
 
 def run_finetune(opts: NERFinetuneOptions) -> dict:

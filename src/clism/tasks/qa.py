@@ -26,7 +26,7 @@ from clism.data.load import english_qa_training_set, load_qa
 from clism.data.qa import QAExample, read_squad_files
 from clism.data.registry import get_dataset, inventory
 from clism.evaluation.qa_metrics import QAMetric, score_predictions
-from clism.tasks.runs import run_seeds, write_summary
+from clism.tasks.runs import record_training, run_seeds, write_summary
 from clism.training.options import FinetuneOptions
 
 log = logging.getLogger(__name__)
@@ -188,19 +188,13 @@ def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int,
     pad_id = tokenizer.pad_token_id
     result = train(model, features, lambda batch: collate(batch, pad_id, True), settings, desc=f"qa seed {seed}",
                    lengths=[len(f.input_ids) for f in features])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train_log.json").write_text(json.dumps({
-        "seed": seed, "train_questions": len(train_examples), "train_windows": len(features),
-        "feature_report": report.summary(), "steps": result.steps, "seconds": round(result.seconds, 1),
-        "examples_per_second": round(result.examples_per_second, 2), "losses": result.losses,
-        "train_ids": [e.id for e in train_examples] if opts.train_examples else None,
-    }, indent=1) + "\n")
     if opts.save_model:
         model.save(run_dir / "model", tokenizer)
     metrics = evaluate_model(model, tokenizer, sets, run_dir, opts.head, opts.max_length, opts.doc_stride,
                              opts.eval_batch_size) if sets else {}
-    return {"seed": seed, "train_loss_first": result.losses[0], "train_loss_last": result.losses[-1],
-            "results": metrics}
+    return record_training(run_dir, seed, result, metrics, train_questions=len(train_examples),
+                           train_windows=len(features), feature_report=report.summary(),
+                           train_ids=[e.id for e in train_examples] if opts.train_examples else None)
 
 
 def run_finetune(opts: QAFinetuneOptions) -> dict:

@@ -28,6 +28,17 @@ def run_seeds(out: Path, seeds: Sequence[int], run_one: Callable[[int, Path], di
     return per_seed
 
 
+def record_training(run_dir: Path, seed: int, result, metrics: dict, **details) -> dict:
+    """Write ``train_log.json`` (loss per step, speed, ``details``); return the seed's metrics."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train_log.json").write_text(json.dumps({
+        "seed": seed, **details, "steps": result.steps, "seconds": round(result.seconds, 1),
+        "examples_per_second": round(result.examples_per_second, 2), "losses": result.losses,
+    }, indent=1, ensure_ascii=False) + "\n")
+    return {"seed": seed, "train_loss_first": result.losses[0], "train_loss_last": result.losses[-1],
+            "results": metrics}
+
+
 def _is_same_language(lang: str) -> bool:
     parts = lang.split("-")
     return len(parts) != 2 or parts[0] == parts[1]
