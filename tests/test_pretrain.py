@@ -181,7 +181,9 @@ def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(base, data
     proc.wait()
     stopped_at = json.loads(step_file.read_text())["step"]
     assert 8 <= stopped_at < 40, "the run was to be killed part way"
-    subprocess.run(cmd + settings + ["--out", str(killed), "--resume"], check=True, env=env, capture_output=True)
+    resumed = subprocess.run(cmd + settings + ["--out", str(killed), "--resume"], check=True, env=env,
+                             capture_output=True, text=True)
+    assert f"resumed at step {stopped_at}" in resumed.stderr  # not a silent restart from scratch
     a, b = _state(tmp_path / "straight"), _state(killed)
     assert a.keys() == b.keys()
     for key in a:

@@ -179,6 +179,7 @@ def pretrain(opts: PretrainOptions) -> dict:
     checkpoint = out / "checkpoint" / "state.pt"
     if opts.resume and not checkpoint.is_file() and (out / "checkpoint.old" / "state.pt").is_file():
         checkpoint = out / "checkpoint.old" / "state.pt"  # killed between the two renames of a save
+    if opts.resume:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
