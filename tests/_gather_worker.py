@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from clism.pretraining.model import gather_with_grad, info_nce
 
 
-def worker(rank: int, out_dir: str, anchors: torch.Tensor, positives: torch.Tensor, queue) -> None:
+def worker(rank: int, out_dir: str, anchors: torch.Tensor, positives: torch.Tensor) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("GATHER_PORT", "29517"))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     half = anchors.size(0) // 2
@@ -20,8 +20,14 @@ def worker(rank: int, out_dir: str, anchors: torch.Tensor, positives: torch.Tens
     loss = info_nce(a, p, 0.05)
     loss.backward()
     negatives = gather_with_grad(p.detach()).size(0)
-    queue.put((rank, loss.item(), a.grad is not None and p.grad is not None, negatives))
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
+        json.dump({"loss": loss.item(), "grads": a.grad is not None and p.grad is not None,
+                   "negatives": negatives}, fh)
+    dist.barrier()
     dist.destroy_process_group()
+    # gloo's background threads can abort a normal interpreter exit ("terminate called
+    # without an active exception"); the result is on disk, so leave at once.
+    os._exit(0)
 
 
 if __name__ == "__main__":
@@ -29,12 +35,10 @@ if __name__ == "__main__":
     torch.manual_seed(0)
     anchors, positives = torch.randn(8, 16), torch.randn(8, 16)
     full = info_nce(anchors, positives, 0.05).item()
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    mp.spawn(worker, args=(out_dir, anchors, positives, queue), nprocs=2, join=True)
-    results = sorted(queue.get() for _ in range(2))
-    mean_of_halves = sum(r[1] for r in results) / 2
+    mp.spawn(worker, args=(out_dir, anchors, positives), nprocs=2, join=True)
+    results = [json.load(open(os.path.join(out_dir, f"rank{r}.json"))) for r in range(2)]
+    mean_of_halves = sum(r["loss"] for r in results) / 2
     with open(os.path.join(out_dir, "gather.json"), "w") as fh:
         json.dump({"full": full, "distributed": mean_of_halves,
-                   "distributed_equals_full_batch": abs(full - mean_of_halves) < 1e-5 and all(r[2] for r in results),
-                   "negatives_seen": min(r[3] for r in results)}, fh)
+                   "distributed_equals_full_batch": abs(full - mean_of_halves) < 1e-5 and all(r["grads"] for r in results),
+                   "negatives_seen": min(r["negatives"] for r in results)}, fh)
