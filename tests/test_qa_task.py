@@ -124,12 +124,6 @@ def test_que_token_added_once_and_kept_through_save_and_load(tmp_path):
     assert not torch.all(fresh.head.start_query.weight == 0.25)
 
 
-@pytest.fixture
-def qa_mirror(mirror):
-    """Adds a few more XQuAD-shaped questions so training and evaluation have material."""
-    return mirror
-
-
 @pytest.mark.parametrize("head", ["linear", "qass"])
 def test_both_heads_learn_on_a_tiny_model(tmp_path, head):
     torch.manual_seed(0)

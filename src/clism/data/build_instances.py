@@ -38,7 +38,7 @@ from clism.data.alignment import is_char_tokenized, read_links, run_eflomal, sym
 from clism.data.parallel import ParallelReport, iter_line_aligned, iter_tsv
 from clism.data.projection import ProjectionSettings, project
 from clism.data.registry import get_dataset, locate, sha256_of
-from clism.data.spans import DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishSpan, load_spacy
+from clism.data.spans import DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishSpan, load_spacy, english_spans
 
 log = logging.getLogger(__name__)
 
@@ -183,20 +183,11 @@ def stage_spans(lang: str, work: Path, opts: BuildDataOptions, total: int) -> No
     english = (en for i, (en, _, _) in enumerate(iter_pairs(work)) if i >= finished)
     with open(path, "a", encoding="utf-8") as out, \
             tqdm(total=total, initial=finished, desc=f"{lang} spaCy NER", unit="pair") as bar:
-        for spans, rejected in _spans_with_rejections(english, nlp, opts):
+        for spans, rejected in english_spans(english, nlp, opts.entity_types, opts.max_span_words,
+                                             opts.n_process, opts.spacy_batch_size):
             out.write(_dumps([[[s.start, s.end, s.label] for s in spans], rejected]) + "\n")
             bar.update(1)
     done.write_text("")
-
-
-def _spans_with_rejections(sentences, nlp, opts: BuildDataOptions):
-    from clism.data.spans import filter_entities
-
-    types = frozenset(opts.entity_types)
-    for doc in nlp.pipe(sentences, n_process=opts.n_process, batch_size=opts.spacy_batch_size):
-        rejected: Counter = Counter()
-        spans = filter_entities(doc, types, opts.max_span_words, rejected)
-        yield spans, dict(sorted(rejected.items()))
 
 
 # --------------------------------------------------------------------------- stage 3: links

@@ -45,11 +45,16 @@ class FeatureReport:
         return text
 
 
-def _truncate_question(tokenizer, question: str, max_query_tokens: int) -> str:
-    enc = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
-    if len(enc["input_ids"]) <= max_query_tokens:
-        return question
-    return question[: enc["offset_mapping"][max_query_tokens - 1][1]]
+def _truncate_questions(tokenizer, questions: list[str], max_query_tokens: int) -> tuple[list[str], int]:
+    """Questions cut to ``max_query_tokens`` (by character offset), and the longest kept length."""
+    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    kept, longest = [], 0
+    for question, ids, offsets in zip(questions, enc["input_ids"], enc["offset_mapping"]):
+        if len(ids) > max_query_tokens:
+            question = question[: offsets[max_query_tokens - 1][1]]
+        kept.append(question)
+        longest = max(longest, min(len(ids), max_query_tokens))
+    return kept, longest
 
 
 def build_features(
@@ -74,9 +79,9 @@ def build_features(
             usable.append(index)
     for start in range(0, len(usable), batch_size):
         chunk = usable[start: start + batch_size]
-        questions = [_truncate_question(tokenizer, examples[i].question, max_query_tokens) for i in chunk]
+        questions, longest = _truncate_questions(tokenizer, [examples[i].question for i in chunk], max_query_tokens)
         contexts = [examples[i].context for i in chunk]
-        stride = _effective_stride(tokenizer, questions, max_length - extra, doc_stride)
+        stride = _effective_stride(tokenizer, longest, max_length - extra, doc_stride)
         enc = tokenizer(
             questions, contexts, truncation="only_second", max_length=max_length - extra, stride=stride,
             return_overflowing_tokens=True, return_offsets_mapping=True, padding=False,
@@ -105,11 +110,10 @@ def build_features(
     return features, report
 
 
-def _effective_stride(tokenizer, questions: list[str], max_length: int, doc_stride: int) -> int:
+def _effective_stride(tokenizer, longest: int, max_length: int, doc_stride: int) -> int:
     """The overlap must leave room for new passage tokens in every window: at most half
     of the passage room left by the longest question of the batch."""
     specials = tokenizer.num_special_tokens_to_add(pair=True)
-    longest = max(len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"])
     room = max_length - specials - longest
     if room < 8:
         raise ValueError(f"max_length {max_length} leaves {room} passage tokens after a {longest}-token "

@@ -71,10 +71,11 @@ def filter_entities(doc, types: frozenset[str], max_words: int, rejected: Counte
 
 
 def english_spans(sentences: Iterable[str], nlp, types: Iterable[str] = DEFAULT_ENTITY_TYPES, max_words: int = 10,
-                  n_process: int = 1, batch_size: int = 256, rejected: Counter | None = None
-                  ) -> Iterator[list[EnglishSpan]]:
-    """One list of spans per sentence, in input order (spaCy keeps order across processes)."""
+                  n_process: int = 1, batch_size: int = 256) -> Iterator[tuple[list[EnglishSpan], dict[str, int]]]:
+    """Per sentence, in input order (spaCy keeps order across processes): the kept spans
+    and the count of spans each filter dropped."""
     types = frozenset(types)
-    rejected = rejected if rejected is not None else Counter()
     for doc in nlp.pipe(sentences, n_process=n_process, batch_size=batch_size):
-        yield filter_entities(doc, types, max_words, rejected)
+        rejected: Counter = Counter()
+        spans = filter_entities(doc, types, max_words, rejected)
+        yield spans, dict(sorted(rejected.items()))
