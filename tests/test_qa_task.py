@@ -9,7 +9,7 @@ import torch
 from clism.cli import main
 from clism.data.qa import Answer, QAExample
 from clism.data.qa_features import build_features
-from clism.evaluation.qa_predict import best_answers
+from clism.evaluation.qa_predict import best_spans
 from clism.models import registry
 from clism.models.span_model import QUE_TOKEN, ensure_que_token, load_span_model
 from clism.tasks.qa import QAEvalOptions, QAFinetuneOptions, few_shot_sample, run_evaluate, run_finetune
@@ -61,8 +61,11 @@ def test_answers_round_trip_exactly_through_offsets(tokenizer, que):
     assert report.answers_outside_windows == 0
     if que:
         assert all(f.input_ids[f.que_position] == que_id for f in features)
-    predictions = best_answers(examples, features, peaked_logits(features))
-    assert predictions == {e.id: e.answers[0].text for e in examples}
+    spans = best_spans(examples, features, peaked_logits(features))
+    assert {qid: span.text for qid, span in spans.items()} == {e.id: e.answers[0].text for e in examples}
+    # the offsets point at the answer in the original context, whatever the script
+    for e in examples:
+        assert (spans[e.id].start, spans[e.id].end) == (e.answers[0].start, e.answers[0].end)
 
 
 def test_long_context_is_windowed_and_the_answer_found_in_a_late_window():
@@ -81,7 +84,7 @@ def test_long_context_is_windowed_and_the_answer_found_in_a_late_window():
             if span:
                 covered.update(range(*span))
     assert covered >= set(range(len(context.rstrip())))
-    assert best_answers([example], features, peaked_logits(features)) == {"long": "Zanzibar"}
+    assert best_spans([example], features, peaked_logits(features))["long"].text == "Zanzibar"
 
 
 def test_empty_question_or_context_is_counted_not_crashed():

@@ -213,7 +213,7 @@ def cmd_pretrain(opts) -> int:
 
 Command = tuple[type, Callable[[object], int], str, tuple[str, ...]]
 
-from clism.tasks import ner, qa  # noqa: E402
+from clism.tasks import ner, predict, qa  # noqa: E402
 
 from clism.data.build_instances import BuildDataOptions  # noqa: E402
 from clism.pretraining.train import PretrainOptions  # noqa: E402
@@ -235,6 +235,12 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
                "evaluate a fine-tuned QA model, or score a prediction file (--predictions, --data)", ()),
         "ner": (ner.NEREvalOptions, _evaluate(ner.run_evaluate),
                 "evaluate a fine-tuned NER model, or score a predicted tag file (--predictions, --data)", ()),
+    },
+    "predict": {
+        "qa": (predict.QAPredictOptions, predict.predict_qa,
+               "answer questions from passages with a fine-tuned QA model (one pair, or JSON Lines)", ()),
+        "ner": (predict.NERPredictOptions, predict.predict_ner,
+                "tag named entities with a fine-tuned NER model (one sentence, or JSON Lines)", ()),
     },
     "data": {
         "list": (DataListOptions, cmd_data_list, "every supported dataset and what is present locally", ()),

@@ -58,16 +58,24 @@ def window_logits(model, features: list[QAFeature], pad_id: int, batch_size: int
     return results  # type: ignore[return-value]
 
 
-def best_answers(examples: list[QAExample], features: list[QAFeature],
-                 logits: list[tuple[np.ndarray, np.ndarray]], n_best: int = 20,
-                 max_answer_tokens: int = 30) -> dict[str, str]:
+@dataclass
+class Span:
+    text: str
+    start: int  # character offsets into the context; -1 when no valid span was found
+    end: int
+    score: float
+
+
+def best_spans(examples: list[QAExample], features: list[QAFeature],
+               logits: list[tuple[np.ndarray, np.ndarray]], n_best: int = 20,
+               max_answer_tokens: int = 30) -> dict[str, Span]:
     """For each question, the highest-scoring valid span over all its windows."""
     by_example: dict[int, list[int]] = {}
     for i, f in enumerate(features):
         by_example.setdefault(f.example_index, []).append(i)
-    predictions = {}
+    spans = {}
     for ex_index, ex in enumerate(examples):
-        best_score, best_text = -np.inf, ""
+        best_score, best = -np.inf, (-1, -1)
         for f_i in by_example.get(ex_index, []):
             offsets = features[f_i].offsets
             start_logits, end_logits = logits[f_i]
@@ -81,22 +89,35 @@ def best_answers(examples: list[QAExample], features: list[QAFeature],
                         continue
                     score = start_logits[s] + end_logits[e]
                     if score > best_score:
-                        best_score = score
-                        best_text = ex.context[offsets[s][0]: offsets[e][1]]
+                        best_score, best = score, (offsets[s][0], offsets[e][1])
+        start, end = best
+        text = ex.context[start:end] if start >= 0 else ""
         # Offsets of SentencePiece tokens include the space they absorbed; the answer does not.
-        predictions[ex.id] = best_text.strip()
-    return predictions
+        stripped = text.strip()
+        if stripped:
+            start += len(text) - len(text.lstrip())
+            end = start + len(stripped)
+        spans[ex.id] = Span(stripped, start, end, float(best_score) if start >= 0 else float("-inf"))
+    return spans
 
 
-def predict(model, tokenizer, examples: list[QAExample], max_length: int = 384, doc_stride: int = 128,
-            batch_size: int = 0, que_token_id: int | None = None, n_best: int = 20, max_answer_tokens: int = 30,
-            desc: str = "predict") -> tuple[dict[str, str], PredictStats]:
+def predict_spans(model, tokenizer, examples: list[QAExample], max_length: int = 384, doc_stride: int = 128,
+                  batch_size: int = 0, que_token_id: int | None = None, n_best: int = 20,
+                  max_answer_tokens: int = 30, desc: str = "predict") -> tuple[dict[str, Span], PredictStats]:
     from clism.data.qa_features import build_features
 
     started = time.perf_counter()
     features, report = build_features(examples, tokenizer, max_length, doc_stride, que_token_id=que_token_id)
     logits = window_logits(model, features, tokenizer.pad_token_id, batch_size, desc=desc)
-    predictions = best_answers(examples, features, logits, n_best, max_answer_tokens)
+    spans = best_spans(examples, features, logits, n_best, max_answer_tokens)
     for qid in report.skipped_empty:  # empty question or context: answered with "" and counted
-        predictions[qid] = ""
-    return predictions, PredictStats(len(features), len(examples), time.perf_counter() - started)
+        spans[qid] = Span("", -1, -1, float("-inf"))
+    return spans, PredictStats(len(features), len(examples), time.perf_counter() - started)
+
+
+def predict(model, tokenizer, examples: list[QAExample], max_length: int = 384, doc_stride: int = 128,
+            batch_size: int = 0, que_token_id: int | None = None, n_best: int = 20, max_answer_tokens: int = 30,
+            desc: str = "predict") -> tuple[dict[str, str], PredictStats]:
+    spans, stats = predict_spans(model, tokenizer, examples, max_length, doc_stride, batch_size, que_token_id,
+                                 n_best, max_answer_tokens, desc)
+    return {qid: span.text for qid, span in spans.items()}, stats

@@ -124,6 +124,19 @@ def dropout_overrides(config, dropout: float | None) -> dict:
     return {n: dropout for n in names}
 
 
+def saved_head(name_or_path: str, default: str | None = None) -> str:
+    """The head type a clism checkpoint was saved with; ``default`` (or an error) otherwise."""
+    from clism.models.registry import resolve_model
+
+    meta = Path(resolve_model(name_or_path)) / META_FILE
+    if meta.is_file():
+        return json.loads(meta.read_text())["head"]
+    if default is None:
+        raise ValueError(f"{name_or_path} holds no span head ({META_FILE} is missing): give a checkpoint that "
+                         "`clism finetune qa` (or `clism pretrain`) saved, e.g. runs/qa/seed-1/model")
+    return default
+
+
 def load_span_model(name_or_path: str, head: str, dropout: float | None = None):
     """Encoder + tokenizer + head. A clism checkpoint with the same head keeps its head
     weights (and its ``[QUE]`` row); anything else starts the head fresh."""

@@ -211,17 +211,13 @@ def run_finetune(opts: QAFinetuneOptions) -> dict:
 
 
 def run_evaluate(opts: QAEvalOptions) -> dict:
-    from clism.models.span_model import META_FILE, load_span_model
-    from clism.models.registry import resolve_model
+    from clism.models.span_model import load_span_model, saved_head
 
     if opts.predictions:
         return score_file(opts)
     if not opts.model:
         raise ValueError("give --model (a fine-tuned checkpoint) or --predictions with --data")
-    head = opts.head
-    if not head:
-        meta = Path(resolve_model(opts.model)) / META_FILE
-        head = json.loads(meta.read_text())["head"] if meta.is_file() else "linear"
+    head = opts.head or saved_head(opts.model, default="linear")
     model, tokenizer = load_span_model(opts.model, head)
     out = Path(opts.out)
     save_config(opts, out / "config.yaml")

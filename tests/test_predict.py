@@ -1,0 +1,82 @@
+"""`clism predict qa|ner` on new text: offsets that point into the input, any script, clear input errors."""
+import json
+
+import torch
+from transformers import BertConfig, BertForTokenClassification
+
+from clism.cli import main
+from clism.data.alignment import tokenize
+from clism.models import registry
+from clism.models.span_model import load_span_model
+from clism.tasks.predict import entities
+from conftest import write
+from test_qa_task import SCRIPTS, tiny_checkpoint
+
+
+def qa_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model, tokenizer = load_span_model(str(tiny_checkpoint(tmp_path / "base")), "qass")
+    return model.save(tmp_path / "qa-model", tokenizer)
+
+
+def test_predict_qa_answers_are_slices_of_each_passage(tmp_path, capsys):
+    model_dir = qa_checkpoint(tmp_path)
+    records = [{"id": lang, "question": q, "context": c} for lang, c, _, q in SCRIPTS]
+    records.insert(2, {"question": "Where?", "context": "Paris is in France."})  # no id: the line number
+    source = write(tmp_path / "in.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "qa", "--model", str(model_dir), "--input", str(source), "--out", str(out),
+                 "--max-length", "64", "--doc-stride", "16"]) == 0
+    answers = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [a["id"] for a in answers] == ["th", "zh", "3", "ar", "hi", "vi"]
+    contexts = {a["id"]: r["context"] for a, r in zip(answers, records)}
+    for a in answers:
+        assert a["answer"] and contexts[a["id"]][a["start"]:a["end"]] == a["answer"]
+    # one pair from the command line, to stdout
+    capsys.readouterr()
+    assert main(["predict", "qa", "--model", str(model_dir), "--question", "Where?",
+                 "--context", "Paris is in France."]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "Paris is in France."[json.loads(line)["start"]:json.loads(line)["end"]] == json.loads(line)["answer"]
+
+
+def test_predict_qa_rejects_bad_input_and_models_without_a_head(tmp_path, capsys):
+    model_dir = qa_checkpoint(tmp_path)
+    bad = write(tmp_path / "bad.jsonl", '{"question": "a", "context": "b"}\n{"question": "no context"}\n')
+    assert main(["predict", "qa", "--model", str(model_dir), "--input", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl line 2" in err and "context" in err
+    assert main(["predict", "qa", "--model", str(tmp_path / "base"), "--question", "a", "--context", "b"]) == 2
+    assert "holds no span head" in capsys.readouterr().err
+
+
+def test_entities_carry_character_offsets_even_without_spaces():
+    text = "习近平在北京会见了普京。"
+    spans = tokenize(text)
+    words = [text[a:b] for a, b in spans]
+    tags = ["B-PER", "I-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "O", "O", "B-PER", "I-PER", "O"]
+    found = entities(words, tags, spans, text)
+    assert [(e["type"], e["text"]) for e in found] == [("PER", "习近平"), ("LOC", "北京"), ("PER", "普京")]
+    assert all(text[e["start"]:e["end"]] == e["text"] for e in found)
+    # a type change ends an entity even without a B- tag; pre-split words are joined with spaces
+    assert [e["text"] for e in entities(["New", "York", "Times"], ["B-LOC", "I-LOC", "I-ORG"], None, None)] == \
+        ["New York", "Times"]
+
+
+def test_predict_ner_tags_every_word(tmp_path):
+    tokenizer = registry.tiny_tokenizer()
+    labels = ["O", "B-PER", "I-PER"]
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=3, id2label=dict(enumerate(labels)),
+                        label2id={label: i for i, label in enumerate(labels)})
+    torch.manual_seed(0)
+    BertForTokenClassification(config).save_pretrained(tmp_path / "ner")
+    tokenizer.save_pretrained(tmp_path / "ner")
+    source = write(tmp_path / "in.jsonl", json.dumps({"id": "zh", "text": "习近平在北京会见了普京。"}, ensure_ascii=False)
+                   + "\n" + json.dumps({"words": ["Angela", "Merkel", "spoke"]}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "ner", "--model", str(tmp_path / "ner"), "--input", str(source), "--out", str(out)]) == 0
+    zh, words = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert zh["id"] == "zh" and len(zh["words"]) == 12 and len(zh["tags"]) == 12
+    assert words["id"] == "2" and words["words"] == ["Angela", "Merkel", "spoke"] and len(words["tags"]) == 3
+    assert all(t == "O" or t[2:] == "PER" for t in zh["tags"] + words["tags"])
