@@ -92,3 +92,10 @@ def test_cli_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| de | 48 |" in out and "0 with answers that do not match" in out
     assert main(["build-data", "--out", opts.out, "--report"]) == 0
+
+
+def test_max_pairs_caps_each_language_and_says_so(tmp_path):
+    manifest = build(options(tmp_path, "capped", max_pairs=20))
+    stats = manifest["languages"]["de"]["input"]
+    assert stats["kept"] == 20 and stats["read"] == 20 and manifest["config"]["max_pairs"] == 20
+    assert check_instances(tmp_path / "capped")[1] == []

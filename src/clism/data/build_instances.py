@@ -55,6 +55,7 @@ class BuildDataOptions:
     data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
     out: str = option("runs/clism-data", "output directory")
     max_chars: int = option(400, "skip pairs with a side longer than this many characters")
+    max_pairs: int = option(0, "keep at most this many pairs per language, in corpus order (0: all)")
     spacy_model: str = option(DEFAULT_SPACY_MODEL, "spaCy English pipeline with NER")
     entity_types: list[str] = option(list(DEFAULT_ENTITY_TYPES), "spaCy entity types that make informative spans")
     max_span_words: int = option(10, "longest span, in words")
@@ -134,6 +135,8 @@ def stage_pairs(lang: str, sources: list[Source], work: Path, opts: BuildDataOpt
             pairs = (iter_line_aligned(*source.paths, report) if source.kind == "aligned"
                      else iter_tsv(source.paths[0], report))
             for pair in pairs:
+                if opts.max_pairs and counts["kept"] >= opts.max_pairs:
+                    break  # reading stops here: nothing after the cap is counted as read
                 counts["read"] += 1
                 bar.update(1)
                 if len(pair.src) > opts.max_chars or len(pair.tgt) > opts.max_chars:
@@ -331,7 +334,9 @@ def build(opts: BuildDataOptions) -> dict:
     manifest: dict = {"config": dataclasses.asdict(opts), "languages": {}, "alignment_cache_keys": {}}
     for where_not_what in ("report", "out"):  # not settings of the build's content
         manifest["config"].pop(where_not_what)
-    fingerprint = _settings_fingerprint(opts, ("max_chars", "spacy_model", "entity_types", "max_span_words"))
+    content_keys = ("max_chars", "spacy_model", "entity_types", "max_span_words")
+    # a cap joins the fingerprint only when set, so uncapped builds keep resuming their work
+    fingerprint = _settings_fingerprint(opts, content_keys + (("max_pairs",) if opts.max_pairs else ()))
     for lang in opts.langs:
         work = out / "work" / lang / fingerprint
         work.mkdir(parents=True, exist_ok=True)
