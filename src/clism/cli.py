@@ -209,6 +209,41 @@ def cmd_pretrain(opts) -> int:
     return 0
 
 
+@dataclass
+class ReportOptions:
+    results: str = option("results/cpu-small", "a results folder written by `clism reproduce` or `clism quickstart`")
+
+
+def cmd_reproduce(opts) -> int:
+    from clism.experiments.grid import reproduce
+    from clism.experiments.report import build_report
+
+    statuses = reproduce(opts)
+    for cell, status in statuses:
+        print(f"{cell.name:<24} seeds {','.join(map(str, cell.seeds)):<12} {status}")
+    if not opts.dry_run and opts.report:
+        from clism.experiments.grid import load_grid
+
+        print(f"report: {build_report(load_grid(opts.grid).results)}")
+    return 0
+
+
+def cmd_report(opts: ReportOptions) -> int:
+    from clism.experiments.report import build_report
+
+    path = build_report(opts.results)
+    print(path.read_text(encoding="utf-8").split("\n## Averages")[0])
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_quickstart(opts) -> int:
+    from clism.experiments.quickstart import run_quickstart
+
+    print(run_quickstart(opts))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 Command = tuple[type, Callable[[object], int], str, tuple[str, ...]]
@@ -216,9 +251,18 @@ Command = tuple[type, Callable[[object], int], str, tuple[str, ...]]
 from clism.tasks import ner, predict, qa  # noqa: E402
 
 from clism.data.build_instances import BuildDataOptions  # noqa: E402
+from clism.experiments.grid import ReproduceOptions  # noqa: E402
+from clism.experiments.quickstart import QuickstartOptions  # noqa: E402
 from clism.pretraining.train import PretrainOptions  # noqa: E402
 
 COMMANDS: dict[str, dict[str, Command] | Command] = {
+    "quickstart": (QuickstartOptions, cmd_quickstart,
+                   "the method end to end on a small budget: CLISM data, pre-training, base vs pre-trained on "
+                   "256 English questions, XQuAD side by side (about 15 minutes on 2 CPU cores)", ()),
+    "reproduce": (ReproduceOptions, cmd_reproduce,
+                  "the paper's experiment grid from a grid file; resumable (finished cells are skipped)", ()),
+    "report": (ReportOptions, cmd_report, "rebuild report.md and figures from a results folder (no model needed)",
+               ()),
     "build-data": (BuildDataOptions, cmd_build_data,
                    "CLISM pre-training instances from English<->X parallel corpora", ()),
     "pretrain": (PretrainOptions, cmd_pretrain,

@@ -18,7 +18,6 @@ import json
 import logging
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Optional
 
 from clism.config import option

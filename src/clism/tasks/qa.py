@@ -121,7 +121,11 @@ def evaluation_sets(datasets: list[str], langs: list[str], split: str, cross_lin
                 sets.append(EvalSet(dataset, pair, pair.split("-")[0], examples, _gold(examples)))
             continue
         present = [lang for lang, splits in inventory(spec, data_dir).items() if the_split in splits]
-        chosen = langs or present
+        chosen = [lang for lang in langs if lang in present] if langs else present
+        absent = [lang for lang in langs if lang not in present and lang in spec.languages]
+        if absent and chosen:
+            log.warning("%s %s: no local copy of %s; evaluating %s", dataset, the_split, ",".join(absent),
+                        ",".join(chosen))
         loaded = {}
         for lang in chosen:
             examples, _ = load_qa(dataset, lang, the_split, data_dir, require_valid_answers=False)

@@ -1,0 +1,345 @@
+"""The paper's experiments as one resumable grid: ``clism reproduce``.
+
+A grid file (``configs/reproduce-*.yaml``) names the pre-trained arms and the budgets;
+every arm is pre-trained with the same ``pretrain`` section, so the arms differ only in
+their objectives (the MLM-only control sees the same data for the same steps as
+CLISM+CACR+MLM). Cells are (task, arm, setting):
+
+- ``qa``/<arm>/``zero-shot``: fine-tune on the English QA training set, test on every
+  language of XQuAD, MLQA and TyDiQA-GoldP present;
+- ``qa``/<arm>/``k<k>``: few-shot, k English questions per seed;
+- ``ner``/<arm>/``zero-shot``: fine-tune NER on English, test on WikiAnn and CoNLL.
+
+Layout: checkpoints go to ``work`` (not committed); what the report needs goes to
+``results``: the grid file, per cell the fine-tuning runs' ``metrics.json``,
+predictions and training logs, the pre-training logs and the data build's manifest,
+the machine, and ``ledger.jsonl`` with each cell's wall time. A cell whose seeds all
+have ``metrics.json`` is skipped, and an unfinished cell resumes at its first
+unfinished seed, so an interrupted grid continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from clism.config import ConfigError, from_dict, load_file, option
+
+log = logging.getLogger(__name__)
+
+# Pre-training switches of each arm; "base" is the encoder as it is.
+ARMS: dict[str, Optional[dict]] = {
+    "base": None,
+    "mlm-only": {"clism": False, "cacr": False, "mlm": True},
+    "full": {"clism": True, "cacr": True, "mlm": True},
+    "no-clism": {"clism": False, "cacr": True, "mlm": True},
+    "no-cacr": {"clism": True, "cacr": False, "mlm": True},
+    "no-mlm": {"clism": True, "cacr": True, "mlm": False},
+}
+ARM_LABELS = {"base": "base encoder", "mlm-only": "MLM only (control)", "full": "CLISM+CACR+MLM",
+              "no-clism": "without CLISM", "no-cacr": "without CACR", "no-mlm": "without MLM"}
+TASKS = ("qa-zero-shot", "qa-few-shot", "ner")
+
+
+@dataclass
+class QABudget:
+    head: str = "qass"
+    train_data: str = "english"  # see `clism finetune qa --help`: english, squad, or a SQuAD-format file
+    mixed_precision: str = "no"
+    max_length: int = 384
+    doc_stride: int = 128
+    lr: float = 3e-5
+    batch_size: int = 32
+    dropout: Optional[float] = None
+    freeze_word_embeddings: bool = False
+    zero_shot_epochs: float = 5.0
+    zero_shot_steps: int = 0  # > 0: a step budget instead of epochs
+    zero_shot_seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    few_shot_k: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
+    few_shot_steps: int = 200
+    few_shot_seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    few_shot_seeds_per_k: dict = field(default_factory=dict)  # {k: [seeds]} where they differ
+    # arms outside the grid's curve_arms run few-shot only at these k, with these seeds
+    other_arms_k: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
+    other_arms_seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    eval_datasets: list[str] = field(default_factory=lambda: ["xquad", "mlqa", "tydiqa_goldp"])
+    eval_langs: list[str] = field(default_factory=lambda: ["en", "es", "de", "ar", "hi", "vi"])
+    max_eval_examples: int = 0
+    eval_batch_size: int = 0
+
+    def seeds_for(self, k: int) -> list[int]:
+        per_k = {int(key): [int(s) for s in seeds] for key, seeds in self.few_shot_seeds_per_k.items()}
+        return per_k.get(k, self.few_shot_seeds)
+
+
+@dataclass
+class NERBudget:
+    train_dataset: str = "wikiann"
+    train_lang: str = "en"
+    train_examples: int = 0
+    lr: float = 5e-5
+    batch_size: int = 32
+    epochs: float = 5.0
+    max_steps: int = 0
+    max_length: int = 128
+    dropout: Optional[float] = None
+    freeze_word_embeddings: bool = False
+    mixed_precision: str = "no"
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    eval_datasets: list[str] = field(default_factory=lambda: ["wikiann", "conll2002", "conll2003"])
+    eval_langs: list[str] = field(default_factory=list)
+    max_eval_examples: int = 0
+
+
+@dataclass
+class GridConfig:
+    name: str = "grid"
+    description: str = ""
+    model: str = "multilingual-e5-small-q4"
+    results: str = "results/grid"
+    work: str = "runs/grid"
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    curve_arms: list[str] = field(default_factory=lambda: list(ARMS))  # arms with the whole few-shot curve
+    headline_k: int = 256  # the few-shot size run first (with zero-shot) for base, control and full method
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    build_data: dict = field(default_factory=dict)  # BuildDataOptions fields (out is set by the grid)
+    pretrain: dict = field(default_factory=dict)  # PretrainOptions fields shared by every pre-trained arm
+    qa: QABudget = field(default_factory=QABudget)
+    ner: NERBudget = field(default_factory=NERBudget)
+
+
+@dataclass
+class ReproduceOptions:
+    grid: str = option("configs/reproduce-cpu-small.yaml", "grid file: arms, budgets, output folders")
+    arms: list[str] = option([], "run only these arms (default: the grid's)")
+    tasks: list[str] = option([], "run only these tasks: qa-zero-shot, qa-few-shot, ner (default: the grid's)")
+    k: list[int] = option([], "few-shot: run only these k (default: the grid's)")
+    dry_run: bool = option(False, "list the cells and whether each is done; run nothing")
+    report: bool = option(True, "rebuild the report after the grid")
+    data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
+
+
+def load_grid(path: str | Path) -> GridConfig:
+    from clism.data.build_instances import BuildDataOptions
+    from clism.pretraining.train import PretrainOptions
+
+    grid = from_dict(GridConfig, load_file(path), str(path))
+    unknown_arms = [a for a in grid.arms + grid.curve_arms if a not in ARMS]
+    if unknown_arms:
+        raise ConfigError(f"{path}: unknown arm(s) {unknown_arms}; known: {list(ARMS)}")
+    unknown_tasks = [t for t in grid.tasks if t not in TASKS]
+    if unknown_tasks:
+        raise ConfigError(f"{path}: unknown task(s) {unknown_tasks}; known: {list(TASKS)}")
+    for section, cls, owned in (("build_data", BuildDataOptions, ("out", "report")),
+                                ("pretrain", PretrainOptions, ("model", "data", "out", "clism", "cacr", "mlm",
+                                                               "resume"))):
+        values = getattr(grid, section)
+        clash = sorted(set(values) & set(owned))
+        if clash:
+            raise ConfigError(f"{path}: {section}: {clash} are set by the grid per arm; remove them")
+        from_dict(cls, values, f"{path}: {section}")  # unknown or ill-typed options fail here, not hours later
+    return grid
+
+
+# --------------------------------------------------------------------------- cells
+
+
+@dataclass
+class Cell:
+    task: str  # "qa" or "ner"
+    arm: str
+    setting: str  # "zero-shot" or "k<k>"
+    seeds: list[int]
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}/{self.arm}/{self.setting}"
+
+    @property
+    def k(self) -> int:
+        return int(self.setting[1:]) if self.setting.startswith("k") else 0
+
+
+def cells_of(grid: GridConfig, arms: list[str] | None = None, tasks: list[str] | None = None,
+             ks: list[int] | None = None) -> list[Cell]:
+    """Every cell, the headline ones first: ``headline_k`` and zero-shot for the base, the
+    control and the full method, so a grid stopped early still answers the main question."""
+    cells = []
+    for arm in arms or grid.arms:
+        if "qa-zero-shot" in (tasks or grid.tasks):
+            cells.append(Cell("qa", arm, "zero-shot", grid.qa.zero_shot_seeds))
+        if "qa-few-shot" in (tasks or grid.tasks):
+            if arm in grid.curve_arms:
+                cells += [Cell("qa", arm, f"k{k}", grid.qa.seeds_for(k)) for k in grid.qa.few_shot_k
+                          if not ks or k in ks]
+            else:
+                cells += [Cell("qa", arm, f"k{k}", grid.qa.other_arms_seeds) for k in grid.qa.other_arms_k
+                          if not ks or k in ks]
+        if "ner" in (tasks or grid.tasks):
+            cells.append(Cell("ner", arm, "zero-shot", grid.ner.seeds))
+
+    def priority(cell: Cell) -> tuple:
+        headline = cell.arm in ("base", "mlm-only", "full")
+        setting = {f"k{grid.headline_k}": 0, "zero-shot": 1 if cell.task == "qa" else 2}.get(cell.setting, 3)
+        return (not headline, setting, cell.k, list(ARMS).index(cell.arm))
+
+    return sorted(cells, key=priority)
+
+
+def cell_dir(grid: GridConfig, cell: Cell) -> Path:
+    return Path(grid.results) / cell.task / cell.arm / cell.setting
+
+
+def finished_seeds(grid: GridConfig, cell: Cell) -> list[int]:
+    return [s for s in cell.seeds if (cell_dir(grid, cell) / f"seed-{s}" / "metrics.json").is_file()]
+
+
+# --------------------------------------------------------------------------- arms
+
+
+def clism_data_dir(grid: GridConfig) -> Path:
+    return Path(grid.work) / "clism-data"
+
+
+def ensure_clism_data(grid: GridConfig, data_dir: str | None) -> Path:
+    from clism.data.build_instances import BuildDataOptions, build, quality_report
+
+    out = clism_data_dir(grid)
+    if not (out / "manifest.json").is_file():
+        log.info("building CLISM data into %s", out)
+        manifest = build(BuildDataOptions(**{"data_dir": data_dir, **grid.build_data, "out": str(out)}))
+        log.info("CLISM data:\n%s", quality_report(manifest))
+    copy_into = Path(grid.results) / "clism-data"
+    copy_into.mkdir(parents=True, exist_ok=True)
+    for name in ("manifest.json", "timings.json"):
+        if (out / name).is_file():
+            shutil.copyfile(out / name, copy_into / name)
+    return out
+
+
+def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
+    """The encoder a cell of ``arm`` fine-tunes: the base model, or the arm's pre-trained one."""
+    from clism.pretraining.train import PretrainOptions, pretrain
+
+    switches = ARMS[arm]
+    if switches is None:
+        return grid.model
+    out = Path(grid.work) / "pretrain" / arm
+    opts = PretrainOptions(**{**grid.pretrain, "model": grid.model, "data": str(clism_data_dir(grid)),
+                              "out": str(out), **switches})
+    summary_path = out / "summary.json"
+    done = summary_path.is_file() and json.loads(summary_path.read_text())["steps"] >= opts.max_steps
+    if not done:
+        ensure_clism_data(grid, data_dir)
+        opts.resume = (out / "checkpoint" / "state.pt").is_file() or (out / "checkpoint.old" / "state.pt").is_file()
+        log.info("pre-training arm %s (%s)%s", arm, ARM_LABELS[arm], " from its checkpoint" if opts.resume else "")
+        started = time.time()
+        pretrain(opts)
+        append_ledger(grid, {"cell": f"pretrain/{arm}", "seconds": round(time.time() - started, 1)})
+    keep = Path(grid.results) / "pretrain" / arm
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in ("summary.json", "log.jsonl", "config.yaml"):
+        if (out / name).is_file():
+            shutil.copyfile(out / name, keep / name)
+    return str(out / "model")
+
+
+# --------------------------------------------------------------------------- running
+
+
+def append_ledger(grid: GridConfig, record: dict) -> None:
+    path = Path(grid.results) / "ledger.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {**record, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def machine() -> dict:
+    import os
+
+    import torch
+    import transformers
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__}
+
+
+def run_cell(grid: GridConfig, cell: Cell, model: str, data_dir: str | None) -> None:
+    out = cell_dir(grid, cell)
+    if cell.task == "qa":
+        from clism.tasks.qa import QAFinetuneOptions, run_finetune
+
+        qa = grid.qa
+        zero = cell.setting == "zero-shot"
+        run_finetune(QAFinetuneOptions(
+            model=model, head=qa.head, train_data=qa.train_data, train_examples=0 if zero else cell.k, seeds=cell.seeds, lr=qa.lr,
+            batch_size=qa.batch_size, epochs=qa.zero_shot_epochs,
+            max_steps=qa.zero_shot_steps if zero else qa.few_shot_steps, max_length=qa.max_length,
+            doc_stride=qa.doc_stride, dropout=qa.dropout, freeze_word_embeddings=qa.freeze_word_embeddings,
+            eval_datasets=qa.eval_datasets, eval_langs=qa.eval_langs, eval_batch_size=qa.eval_batch_size,
+            max_eval_examples=qa.max_eval_examples, mixed_precision=qa.mixed_precision, data_dir=data_dir,
+            out=str(out), save_model=False))
+    else:
+        from clism.tasks.ner import NERFinetuneOptions, run_finetune
+
+        ner = grid.ner
+        run_finetune(NERFinetuneOptions(
+            model=model, train_dataset=ner.train_dataset, train_lang=ner.train_lang,
+            train_examples=ner.train_examples, seeds=cell.seeds, lr=ner.lr, batch_size=ner.batch_size,
+            epochs=ner.epochs, max_steps=ner.max_steps, max_length=ner.max_length, dropout=ner.dropout,
+            freeze_word_embeddings=ner.freeze_word_embeddings, eval_datasets=ner.eval_datasets,
+            eval_langs=ner.eval_langs, max_eval_examples=ner.max_eval_examples,
+            mixed_precision=ner.mixed_precision, data_dir=data_dir,
+            out=str(out), save_model=False))
+
+
+def prepare_results(grid: GridConfig, grid_yaml: str) -> Path:
+    """The results folder with the grid file and the machine, so the report can say how it ran."""
+    results = Path(grid.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "grid.yaml").write_text(grid_yaml, encoding="utf-8")
+    (results / "machine.json").write_text(json.dumps(machine(), indent=1) + "\n")
+    return results
+
+
+def run_pending(grid: GridConfig, cells: list[Cell], data_dir: str | None) -> list[tuple[Cell, str]]:
+    """Run every unfinished cell in order (pre-training an arm when a cell first needs it);
+    each cell's wall time, pre-training excluded, goes to ``ledger.jsonl``."""
+    statuses = []
+    for i, cell in enumerate(cells, 1):
+        done = finished_seeds(grid, cell)
+        if len(done) == len(cell.seeds):
+            statuses.append((cell, "done"))
+            continue
+        log.info("cell %d/%d: %s (seeds %s; %d already finished)", i, len(cells), cell.name, cell.seeds, len(done))
+        model = ensure_arm(grid, cell.arm, data_dir)
+        started = time.time()
+        run_cell(grid, cell, model, data_dir)
+        seconds = round(time.time() - started, 1)
+        append_ledger(grid, {"cell": cell.name, "seeds_run": [s for s in cell.seeds if s not in done],
+                             "seconds": seconds})
+        statuses.append((cell, f"ran in {seconds:.0f} s"))
+    return statuses
+
+
+def reproduce(opts: ReproduceOptions) -> list[tuple[Cell, str]]:
+    """Run the grid's unfinished cells in priority order; return (cell, status) for each."""
+    grid = load_grid(opts.grid)
+    bad = [a for a in opts.arms if a not in grid.arms] + [t for t in opts.tasks if t not in grid.tasks]
+    if bad:
+        raise ConfigError(f"{bad} are not in the grid {opts.grid} (arms {grid.arms}, tasks {grid.tasks})")
+    cells = cells_of(grid, opts.arms or None, opts.tasks or None, opts.k or None)
+    if opts.dry_run:
+        return [(cell, "done" if len(done := finished_seeds(grid, cell)) == len(cell.seeds)
+                 else f"{len(done)}/{len(cell.seeds)} seeds") for cell in cells]
+    prepare_results(grid, Path(opts.grid).read_text(encoding="utf-8"))
+    return run_pending(grid, cells, opts.data_dir)

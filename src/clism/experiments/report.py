@@ -1,0 +1,306 @@
+"""The report of a grid, rebuilt from ``results/<grid>/`` alone (no model needed):
+``clism report --results results/cpu-small`` writes ``report.md`` and ``figures/*.png``.
+
+Tables follow the paper's: averages over languages, the ablation, few-shot mean ± std,
+with the paper's published numbers alongside (they come from XLM-R base on 8 V100s and
+far larger budgets, so they are a reference for the shape of the results, not a target
+for a small CPU grid).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from clism.experiments.grid import ARM_LABELS, ARMS
+from clism.tasks.runs import summarize
+
+QA_DATASETS = {"xquad": "XQuAD", "mlqa": "MLQA", "tydiqa_goldp": "TyDiQA-GoldP"}
+
+# PAPER.md, "Reported results" (XLM-R base rows), the ablation and the few-shot table.
+PAPER = {
+    "average": {"base": {"mlqa": (64.14, 46.00), "xquad": (73.54, 57.55), "conll": 78.48, "wikiann": 70.28},
+                "full": {"mlqa": (67.34, 49.11), "xquad": (76.73, 60.87), "conll": 80.63, "wikiann": 73.31}},
+    "ablation_f1": {"full": (67.34, 76.73), "no-clism": (64.56, 74.34), "no-cacr": (66.40, 75.87),
+                    "no-mlm": (66.18, 75.34)},  # (MLQA, XQuAD)
+    "few_shot_xquad_f1": {"base": {64: 8, 128: 12, 256: 20.4, 512: 33.35, 1024: 43.25},
+                          "full": {64: 15.5, 128: 29.5, 256: 44.2, 512: 53.94, 1024: 61.25}},
+}
+
+
+@dataclass
+class CellResult:
+    task: str
+    arm: str
+    setting: str
+    summary: dict  # {dataset: {lang | average: {f1_mean, f1_std, ..., seeds}}}
+    seeds: int
+    per_seed_average: dict = field(default_factory=dict)  # {dataset: [average F1 of each seed]}
+
+
+def read_cells(results: Path) -> list[CellResult]:
+    cells = []
+    for task, keys in (("qa", ("f1", "exact_match")), ("ner", ("f1", "precision", "recall"))):
+        for setting_dir in sorted(results.glob(f"{task}/*/*")):
+            per_seed = [json.loads(p.read_text()) for p in sorted(setting_dir.glob("seed-*/metrics.json"))]
+            per_seed = [run for run in per_seed if run.get("results")]
+            if not per_seed:
+                continue
+            summary = summarize(per_seed, keys)
+            averages = {}
+            for dataset in summary:
+                rows = []
+                for run in per_seed:
+                    langs = [lang for lang in run["results"].get(dataset, {}) if len(lang.split("-")) != 2
+                             or lang.split("-")[0] == lang.split("-")[1]]
+                    if langs:
+                        rows.append(statistics.fmean(run["results"][dataset][lang]["f1"] for lang in langs))
+                averages[dataset] = rows
+            cells.append(CellResult(task, setting_dir.parent.name, setting_dir.name, summary, len(per_seed),
+                                    averages))
+    return cells
+
+
+def _find(cells: list[CellResult], task: str, arm: str, setting: str) -> CellResult | None:
+    return next((c for c in cells if (c.task, c.arm, c.setting) == (task, arm, setting)), None)
+
+
+def _mean_std(cell: CellResult | None, dataset: str, lang: str = "average", key: str = "f1") -> str:
+    if cell is None or dataset not in cell.summary or lang not in cell.summary[dataset]:
+        return "–"
+    s = cell.summary[dataset][lang]
+    spread = f" ± {s[key + '_std']:.2f}" if s["seeds"] > 1 else ""
+    return f"{s[key + '_mean']:.2f}{spread}"
+
+
+def _conll_average(cell: CellResult | None) -> str:
+    """CoNLL as the paper reports it: one average over the CoNLL-2002 and -2003 languages."""
+    if cell is None:
+        return "–"
+    values = [s["f1_mean"] for d in ("conll2002", "conll2003") for lang, s in cell.summary.get(d, {}).items()
+              if lang != "average"]
+    return f"{statistics.fmean(values):.2f}" if values else "–"
+
+
+def arms_present(cells: list[CellResult]) -> list[str]:
+    return [a for a in ARMS if any(c.arm == a for c in cells)]
+
+
+def average_table(cells: list[CellResult]) -> str:
+    datasets = [d for d in QA_DATASETS if any(d in c.summary for c in cells if c.setting == "zero-shot")]
+    head = ["model"] + [f"{QA_DATASETS[d]} F1 / EM" for d in datasets] + ["CoNLL F1", "WikiAnn F1"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm in arms_present(cells):
+        qa, ner = _find(cells, "qa", arm, "zero-shot"), _find(cells, "ner", arm, "zero-shot")
+        row = [ARM_LABELS[arm]] + [f"{_mean_std(qa, d)} / {_mean_std(qa, d, key='exact_match')}" for d in datasets]
+        row += [_conll_average(ner), _mean_std(ner, "wikiann")]
+        lines.append("| " + " | ".join(row) + " |")
+    for arm, label in (("base", "paper: XLM-R base"), ("full", "paper: CLISM+CACR from XLM-R base")):
+        p = PAPER["average"][arm]
+        row = [label] + [f"{p[d][0]:.2f} / {p[d][1]:.2f}" if d in p else "–" for d in datasets]
+        lines.append("| " + " | ".join(row + [f"{p['conll']:.2f}", f"{p['wikiann']:.2f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ablation_table(cells: list[CellResult], k: int = 256) -> str:
+    head = ["model", "XQuAD F1 zero-shot", f"XQuAD F1 k={k}", "MLQA F1 zero-shot", "WikiAnn F1",
+            "paper XQuAD F1 (zero-shot)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm in arms_present(cells):
+        zero, few = _find(cells, "qa", arm, "zero-shot"), _find(cells, "qa", arm, f"k{k}")
+        paper = PAPER["ablation_f1"].get(arm)
+        lines.append("| " + " | ".join([
+            ARM_LABELS[arm], _mean_std(zero, "xquad"), _mean_std(few, "xquad"), _mean_std(zero, "mlqa"),
+            _mean_std(_find(cells, "ner", arm, "zero-shot"), "wikiann"),
+            f"{paper[1]:.2f}" if paper else "–"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def few_shot_ks(cells: list[CellResult]) -> list[int]:
+    return sorted({int(c.setting[1:]) for c in cells if c.task == "qa" and c.setting.startswith("k")})
+
+
+def few_shot_table(cells: list[CellResult], dataset: str = "xquad") -> str:
+    arms = [a for a in arms_present(cells) if any(c.arm == a and c.setting.startswith("k") for c in cells)]
+    head = ["k"] + [f"{ARM_LABELS[a]} (seeds)" for a in arms] + ["paper: XLM-R base", "paper: CLISM+CACR"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k in few_shot_ks(cells):
+        row = [str(k)]
+        for arm in arms:
+            cell = _find(cells, "qa", arm, f"k{k}")
+            row.append(f"{_mean_std(cell, dataset)} ({cell.seeds})" if cell else "–")
+        row += [str(PAPER["few_shot_xquad_f1"][a].get(k, "–")) for a in ("base", "full")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_table(cells: list[CellResult], setting: str, arm_a: str, arm_b: str, dataset: str = "xquad") -> str:
+    """Per language F1 / EM of two arms side by side, and B minus A."""
+    a, b = _find(cells, "qa", arm_a, setting), _find(cells, "qa", arm_b, setting)
+    if a is None or b is None or dataset not in a.summary or dataset not in b.summary:
+        return f"(no {dataset} results for both {arm_a} and {arm_b} at {setting})\n"
+    langs = [lang for lang in a.summary[dataset] if lang in b.summary[dataset] and lang != "average"] + ["average"]
+    head = ["language", f"{ARM_LABELS[arm_a]} F1 / EM", f"{ARM_LABELS[arm_b]} F1 / EM", "difference F1 / EM"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for lang in langs:
+        sa, sb = a.summary[dataset][lang], b.summary[dataset][lang]
+        diff = (sb["f1_mean"] - sa["f1_mean"], sb["exact_match_mean"] - sa["exact_match_mean"])
+        name = f"**{lang}**" if lang == "average" else lang
+        lines.append(f"| {name} | {_mean_std(a, dataset, lang)} / {_mean_std(a, dataset, lang, 'exact_match')} | "
+                     f"{_mean_std(b, dataset, lang)} / {_mean_std(b, dataset, lang, 'exact_match')} | "
+                     f"{diff[0]:+.2f} / {diff[1]:+.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def few_shot_figure(cells: list[CellResult], path: Path, dataset: str = "xquad") -> Path | None:
+    ks = few_shot_ks(cells)
+    if not ks:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for arm in arms_present(cells):
+        points = [(k, c.summary[dataset]["average"]) for k in ks
+                  if (c := _find(cells, "qa", arm, f"k{k}")) and dataset in c.summary]
+        if points:
+            ax.errorbar([k for k, _ in points], [s["f1_mean"] for _, s in points],
+                        yerr=[s["f1_std"] for _, s in points], marker="o", capsize=3, label=ARM_LABELS[arm])
+    for arm, style in (("base", ":"), ("full", "--")):
+        paper = PAPER["few_shot_xquad_f1"][arm]
+        ax.plot(list(paper), list(paper.values()), style, color="grey", label=f"paper: {ARM_LABELS[arm]} (XLM-R)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(set(ks) | {64, 128, 256, 512, 1024}))
+    ax.get_xaxis().set_major_formatter(plt.FuncFormatter(lambda v, _: f"{int(v)}"))
+    ax.set_xlabel("English training questions (k)")
+    ax.set_ylabel(f"{QA_DATASETS[dataset]} average F1 (mean ± std over seeds)")
+    ax.set_title(f"Few-shot cross-lingual QA: {QA_DATASETS[dataset]}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def per_language_figure(cells: list[CellResult], setting: str, path: Path, dataset: str = "xquad") -> Path | None:
+    present = [(arm, c) for arm in arms_present(cells)
+               if (c := _find(cells, "qa", arm, setting)) and dataset in c.summary]
+    if not present:
+        return None
+    langs = [lang for lang in present[0][1].summary[dataset] if lang != "average" and "-" not in lang]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
+    width = 0.8 / len(present)
+    for i, (arm, cell) in enumerate(present):
+        stats = [cell.summary[dataset].get(lang, {"f1_mean": 0.0, "f1_std": 0.0}) for lang in langs]
+        ax.bar([j + i * width for j in range(len(langs))], [s["f1_mean"] for s in stats], width,
+               yerr=[s["f1_std"] for s in stats], capsize=2, label=ARM_LABELS[arm])
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(langs))], langs)
+    ax.set_ylabel("F1")
+    label = "zero-shot (English training set)" if setting == "zero-shot" else f"few-shot, k={setting[1:]}"
+    ax.set_title(f"{QA_DATASETS[dataset]} F1 per language, {label}")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _wall_time(results: Path) -> tuple[float, list[dict]]:
+    path = results / "ledger.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return sum(r["seconds"] for r in records), records
+
+
+def _pretrain_rows(results: Path) -> list[str]:
+    rows = []
+    for arm in ARMS:
+        summary_path = results / "pretrain" / arm / "summary.json"
+        if not summary_path.is_file():
+            continue
+        summary = json.loads(summary_path.read_text())
+        log_lines = (results / "pretrain" / arm / "log.jsonl").read_text().splitlines()
+        first, last = json.loads(log_lines[0]), json.loads(log_lines[-1])
+        losses = " · ".join(f"{k[5:]} {first[k]:.3f} → {last[k]:.3f}" for k in ("loss_clism", "loss_cacr", "loss_mlm")
+                            if first.get(k))
+        rows.append(f"| {ARM_LABELS[arm]} | {summary['steps']} | {summary['seconds']:.0f} | {losses} |")
+    return rows
+
+
+def build_report(results: str | Path, title: str = "") -> Path:
+    results = Path(results)
+    if not results.is_dir():
+        raise FileNotFoundError(f"no results directory {results}; run `clism reproduce` (or `clism quickstart`) first")
+    cells = read_cells(results)
+    if not cells:
+        raise FileNotFoundError(f"{results} holds no finished cell (no */*/*/seed-*/metrics.json)")
+    grid_text = (results / "grid.yaml").read_text() if (results / "grid.yaml").is_file() else ""
+    grid = yaml.safe_load(grid_text) if grid_text else {}
+    k = int(grid.get("headline_k", 256))
+    figures = results / "figures"
+    figures.mkdir(exist_ok=True)
+    made = [few_shot_figure(cells, figures / "few_shot_xquad.png"),
+            per_language_figure(cells, f"k{k}", figures / f"xquad_per_language_k{k}.png"),
+            per_language_figure(cells, "zero-shot", figures / "xquad_per_language_zero_shot.png")]
+    machine = json.loads((results / "machine.json").read_text()) if (results / "machine.json").is_file() else {}
+    seconds, ledger = _wall_time(results)
+    name = grid.get("name", results.name)
+    out = [f"# {title or 'Results of the grid ' + name}", ""]
+    if grid.get("description"):
+        out += [grid["description"].strip(), ""]
+    out += ["Rebuilt from the files in this folder by `clism report --results " + str(results) + "`; "
+            "every number below was measured by `clism reproduce --grid " + str(results / "grid.yaml") + "`.", ""]
+    for setting in (f"k{k}", "zero-shot"):
+        for other in ("base", "mlm-only"):
+            if _find(cells, "qa", "full", setting) and _find(cells, "qa", other, setting):
+                label = "zero-shot" if setting == "zero-shot" else f"few-shot k={setting[1:]}"
+                out += [f"## XQuAD, {label}: {ARM_LABELS['full']} against {ARM_LABELS[other]}", "",
+                        comparison_table(cells, setting, other, "full"), ""]
+    out += ["## Averages over languages (zero-shot, fine-tuned on English)", "", average_table(cells), "",
+            "## Ablation", "", ablation_table(cells, k), "",
+            "## Few-shot XQuAD F1 (average over languages, mean ± std over seeds)", "", few_shot_table(cells), ""]
+    out += [f"![{p.stem}](figures/{p.name})" for p in made if p] + [""]
+    rows = _pretrain_rows(results)
+    if rows:
+        out += ["## Pre-training (the same budget for every arm)", "",
+                "| arm | steps | seconds | losses, first → last logged step |", "|---|---|---|---|", *rows, ""]
+    manifest_path = results / "clism-data" / "manifest.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        langs = manifest["languages"]
+        out += ["## CLISM data", "", "| language | pairs kept | instances | answers |", "|---|---|---|---|"]
+        out += [f"| {lang} | {v['input']['kept']} | {v['output'].get('instances', 0)} | "
+                f"{v['output'].get('answers', 0)} |" for lang, v in langs.items()] + [""]
+    out += ["## How this was run", "", f"- Command: `clism reproduce --grid {results / 'grid.yaml'}`; "
+            f"report: `clism report --results {results}`."]
+    if machine:
+        out.append(f"- Machine: {machine.get('cpu_count')} CPU cores ({machine.get('processor')}), GPU: "
+                   f"{machine.get('gpu') or 'none'}; Python {machine.get('python')}, torch {machine.get('torch')}, "
+                   f"transformers {machine.get('transformers')}; {machine.get('platform')}.")
+    if ledger:
+        out.append(f"- Wall time of the cells recorded in `ledger.jsonl`: {seconds / 3600:.2f} h over "
+                   f"{len(ledger)} entries (pre-training arms and fine-tuning cells).")
+    out.append(f"- Cells present: {len(cells)}; seeds per cell as shown in the tables.")
+    if grid_text:
+        out += ["", "Grid file:", "", "```yaml", grid_text.rstrip(), "```"]
+    path = results / "report.md"
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path

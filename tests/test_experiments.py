@@ -1,0 +1,112 @@
+"""`clism reproduce`, `clism report` and `clism quickstart` on a tiny model and the miniature mirror."""
+import json
+import shutil
+
+import pytest
+import yaml
+
+from clism.cli import main
+from clism.config import ConfigError
+from clism.experiments.grid import cells_of, load_grid
+from clism.models import registry
+from test_pretrain import instances
+
+
+def tiny_base(tmp_path):
+    model, tokenizer = registry.tiny_model(hidden_size=32, num_layers=1)
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    return tmp_path / "base"
+
+
+def clism_data(directory):
+    """Instances written directly, standing in for `clism build-data` (tested on its own)."""
+    (directory / "instances").mkdir(parents=True)
+    (directory / "instances" / "de-00000.jsonl").write_text("".join(json.dumps(x) + "\n" for x in instances()))
+    (directory / "manifest.json").write_text(json.dumps({"languages": {"de": {
+        "input": {"kept": 40}, "output": {"instances": 40, "answers": 80}}}}))
+
+
+def grid_file(tmp_path, **changes):
+    grid = {
+        "name": "tiny", "model": str(tiny_base(tmp_path)), "results": str(tmp_path / "results"),
+        "work": str(tmp_path / "work"), "arms": ["base", "full", "mlm-only"], "curve_arms": ["base", "full"],
+        "headline_k": 3, "tasks": ["qa-few-shot"],
+        "pretrain": {"batch_size": 8, "max_steps": 3, "warmup_steps": 0, "lr": 1e-3, "max_side_tokens": 32,
+                     "checkpoint_every": 2, "log_every": 1, "dropout": 0.0},
+        "qa": {"head": "qass", "max_length": 96, "doc_stride": 32, "batch_size": 2, "few_shot_k": [2, 3],
+               "few_shot_steps": 2, "few_shot_seeds": [1], "few_shot_seeds_per_k": {3: [1, 2]},
+               "other_arms_k": [3], "other_arms_seeds": [1], "eval_datasets": ["xquad", "mlqa"]},
+    }
+    grid.update(changes)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def test_cells_put_the_headline_first_and_ablations_get_their_own_budget(tmp_path):
+    grid = load_grid(grid_file(tmp_path))
+    names = [(c.name, c.seeds) for c in cells_of(grid)]
+    assert names == [("qa/base/k3", [1, 2]), ("qa/mlm-only/k3", [1]), ("qa/full/k3", [1, 2]),
+                     ("qa/base/k2", [1]), ("qa/full/k2", [1])]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"arms": ["base", "fulll"]}, "unknown arm"),
+    ({"pretrain": {"out": "x"}}, "set by the grid"),
+    ({"pretrain": {"max_stepz": 3}}, "max_stepz"),
+    ({"qa": {"few_shot_kk": [1]}}, "few_shot_kk"),
+])
+def test_a_bad_grid_file_fails_before_anything_runs(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        load_grid(grid_file(tmp_path, **change))
+    assert "grid.yaml" in str(error.value)
+
+
+def test_reproduce_runs_resumes_and_reports_from_results_alone(mirror, tmp_path, capsys):
+    path = grid_file(tmp_path)
+    clism_data(tmp_path / "work" / "clism-data")
+    args = ["reproduce", "--grid", str(path), "--data-dir", str(mirror)]
+    assert main(args) == 0
+    results = tmp_path / "results"
+    for cell, seeds in (("base/k3", [1, 2]), ("full/k3", [1, 2]), ("mlm-only/k3", [1]), ("full/k2", [1])):
+        for seed in seeds:
+            metrics = json.loads((results / "qa" / cell / f"seed-{seed}" / "metrics.json").read_text())
+            assert set(metrics["results"]["xquad"]) == {"en", "de"}  # MLQA is absent from the mirror: skipped
+            assert (results / "qa" / cell / f"seed-{seed}" / "predictions" / "xquad.de.json").is_file()
+            assert not (results / "qa" / cell / f"seed-{seed}" / "model").exists()  # no checkpoints in results
+    assert not (results / "qa" / "mlm-only" / "k2").exists()  # not a curve arm
+    # both pre-trained arms ran the same budget, and their logs are kept with the results
+    for arm in ("full", "mlm-only"):
+        assert json.loads((results / "pretrain" / arm / "summary.json").read_text())["steps"] == 3
+    ledger = (results / "ledger.jsonl").read_text().splitlines()
+    assert len(ledger) == 2 + 5  # two pre-training arms, five cells
+    report = (results / "report.md").read_text()
+    assert "CLISM+CACR+MLM against base encoder" in report and "| **average** |" in report
+    assert "paper: XLM-R base" in report and "Grid file:" in report
+    assert (results / "figures" / "few_shot_xquad.png").read_bytes()[:4] == b"\x89PNG"
+
+    # restart: every cell is skipped, nothing new in the ledger
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count(" done") == 5
+    assert (results / "ledger.jsonl").read_text().splitlines() == ledger
+
+    # the report is rebuilt anywhere from the results folder, without the work folder or a model
+    shutil.rmtree(tmp_path / "work")
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(results, moved)
+    (moved / "report.md").unlink()
+    assert main(["report", "--results", str(moved)]) == 0
+    assert (moved / "report.md").read_text().split("Rebuilt")[1].split("## How")[0] == \
+        report.split("Rebuilt")[1].split("## How")[0].replace(str(results), str(moved))
+
+
+def test_quickstart_prints_the_side_by_side_table(mirror, tmp_path, capsys):
+    out = tmp_path / "qs"
+    clism_data(out / "work" / "clism-data")
+    assert main(["quickstart", "--out", str(out), "--model", str(tiny_base(tmp_path)), "--pretrain-steps", "2",
+                 "--train-examples", "3", "--finetune-steps", "2", "--data-dir", str(mirror)]) == 0
+    printed = capsys.readouterr().out
+    assert "| **average** |" in printed and "difference F1 / EM" in printed and "this run:" in printed
+    assert (out / "report.md").is_file() and (out / "qa" / "full" / "k3" / "seed-1" / "metrics.json").is_file()
