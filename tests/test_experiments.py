@@ -102,6 +102,17 @@ def test_reproduce_runs_resumes_and_reports_from_results_alone(mirror, tmp_path,
         report.split("Rebuilt")[1].split("## How")[0].replace(str(results), str(moved))
 
 
+def test_an_arm_pre_trained_with_other_settings_is_refused(mirror, tmp_path):
+    from clism.experiments.grid import ensure_arm
+
+    clism_data(tmp_path / "work" / "clism-data")
+    grid = load_grid(grid_file(tmp_path))
+    ensure_arm(grid, "full", str(mirror))
+    grid.pretrain["lr"] = 5e-4
+    with pytest.raises(ConfigError, match="lr: 0.001 there, 0.0005 in the grid"):
+        ensure_arm(grid, "full", str(mirror))
+
+
 def test_quickstart_prints_the_side_by_side_table(mirror, tmp_path, capsys):
     out = tmp_path / "qs"
     clism_data(out / "work" / "clism-data")

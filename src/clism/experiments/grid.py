@@ -19,6 +19,7 @@ unfinished seed, so an interrupted grid continues where it stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -232,6 +233,7 @@ def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
     out = Path(grid.work) / "pretrain" / arm
     opts = PretrainOptions(**{**grid.pretrain, "model": grid.model, "data": str(clism_data_dir(grid)),
                               "out": str(out), **switches})
+    check_same_budget(out, opts, arm)
     summary_path = out / "summary.json"
     done = summary_path.is_file() and json.loads(summary_path.read_text())["steps"] >= opts.max_steps
     if not done:
@@ -247,6 +249,27 @@ def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
         if (out / name).is_file():
             shutil.copyfile(out / name, keep / name)
     return str(out / "model")
+
+
+# Where an arm's files live and how often it logs do not change what it learns.
+NOT_BUDGET = ("out", "data", "resume", "checkpoint_every", "log_every")
+
+
+def check_same_budget(out: Path, opts, arm: str) -> None:
+    """An arm found in the work folder must have been pre-trained with the grid's settings,
+    or the comparison between arms would not be the equal-budget one the grid promises."""
+    from clism.config import load_file
+
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = load_file(saved_path)
+    wanted = dataclasses.asdict(opts)
+    differences = [f"{k}: {saved.get(k)!r} there, {v!r} in the grid" for k, v in wanted.items()
+                   if k not in NOT_BUDGET and saved.get(k) != v]
+    if differences:
+        raise ConfigError(f"arm {arm}: {saved_path} was pre-trained with other settings ({'; '.join(differences)}). "
+                          f"Delete {out} to pre-train it again, or make the grid's pretrain section match")
 
 
 # --------------------------------------------------------------------------- running
