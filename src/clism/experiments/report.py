@@ -24,8 +24,8 @@ QA_DATASETS = {"xquad": "XQuAD", "mlqa": "MLQA", "tydiqa_goldp": "TyDiQA-GoldP"}
 PAPER = {
     "average": {"base": {"mlqa": (64.14, 46.00), "xquad": (73.54, 57.55), "conll": 78.48, "wikiann": 70.28},
                 "full": {"mlqa": (67.34, 49.11), "xquad": (76.73, 60.87), "conll": 80.63, "wikiann": 73.31}},
-    "ablation_f1": {"full": (67.34, 76.73), "no-clism": (64.56, 74.34), "no-cacr": (66.40, 75.87),
-                    "no-mlm": (66.18, 75.34)},  # (MLQA, XQuAD)
+    "ablation_f1": {"base": (64.14, 73.54), "full": (67.34, 76.73), "no-clism": (64.56, 74.34),
+                    "no-cacr": (66.40, 75.87), "no-mlm": (66.18, 75.34)},  # (MLQA, XQuAD)
     "few_shot_xquad_f1": {"base": {64: 8, 128: 12, 256: 20.4, 512: 33.35, 1024: 43.25},
                           "full": {64: 15.5, 128: 29.5, 256: 44.2, 512: 53.94, 1024: 61.25}},
 }
