@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -38,7 +38,6 @@ class CellResult:
     setting: str
     summary: dict  # {dataset: {lang | average: {f1_mean, f1_std, ..., seeds}}}
     seeds: int
-    per_seed_average: dict = field(default_factory=dict)  # {dataset: [average F1 of each seed]}
 
 
 def read_cells(results: Path) -> list[CellResult]:
@@ -50,17 +49,7 @@ def read_cells(results: Path) -> list[CellResult]:
             if not per_seed:
                 continue
             summary = summarize(per_seed, keys)
-            averages = {}
-            for dataset in summary:
-                rows = []
-                for run in per_seed:
-                    langs = [lang for lang in run["results"].get(dataset, {}) if len(lang.split("-")) != 2
-                             or lang.split("-")[0] == lang.split("-")[1]]
-                    if langs:
-                        rows.append(statistics.fmean(run["results"][dataset][lang]["f1"] for lang in langs))
-                averages[dataset] = rows
-            cells.append(CellResult(task, setting_dir.parent.name, setting_dir.name, summary, len(per_seed),
-                                    averages))
+            cells.append(CellResult(task, setting_dir.parent.name, setting_dir.name, summary, len(per_seed)))
     return cells
 
 

@@ -110,12 +110,13 @@ def predict_qa(opts: QAPredictOptions) -> int:
     head = saved_head(opts.model)
     model, tokenizer = load_span_model(opts.model, head)
     que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN) if head == "qass" else None
-    examples = [QAExample(str(r["id"]), r["question"], r["context"], []) for r in records]
+    # Keyed by position, not by the records' ids: ids given by users may repeat.
+    examples = [QAExample(str(i), r["question"], r["context"], []) for i, r in enumerate(records)]
     spans, _ = predict_spans(model, tokenizer, examples, opts.max_length, opts.doc_stride, opts.batch_size,
                              que_id, max_answer_tokens=opts.max_answer_tokens)
-    return _write(({"id": r["id"], "question": r["question"], "answer": spans[str(r["id"])].text,
-                    "start": spans[str(r["id"])].start, "end": spans[str(r["id"])].end,
-                    "score": round(spans[str(r["id"])].score, 4)} for r in records), opts.out)
+    return _write(({"id": r["id"], "question": r["question"], "answer": spans[str(i)].text,
+                    "start": spans[str(i)].start, "end": spans[str(i)].end, "score": round(spans[str(i)].score, 4)}
+                   for i, r in enumerate(records)), opts.out)
 
 
 def _ner_records(opts: NERPredictOptions) -> list[dict]:
