@@ -1,4 +1,5 @@
 """clism build-data on a small corpus written here: offsets, determinism, resume."""
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -64,8 +65,9 @@ def test_two_builds_are_byte_identical(tmp_path):
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
 
 
-def test_a_build_killed_half_way_resumes_to_the_same_output(tmp_path, monkeypatch):
-    build(options(tmp_path, "full"))
+@pytest.mark.parametrize("cap", [0, 2])
+def test_a_build_killed_half_way_resumes_to_the_same_output(tmp_path, monkeypatch, cap):
+    build(options(tmp_path, "full", max_answer_repeats=cap))
     real = build_instances._atomic_write
     calls = {"n": 0}
 
@@ -78,10 +80,10 @@ def test_a_build_killed_half_way_resumes_to_the_same_output(tmp_path, monkeypatc
 
     monkeypatch.setattr(build_instances, "_atomic_write", dies_after_two_shards)
     with pytest.raises(KeyboardInterrupt):
-        build(options(tmp_path, "resumed"))
+        build(options(tmp_path, "resumed", max_answer_repeats=cap))
     monkeypatch.setattr(build_instances, "_atomic_write", real)
     assert len(list((tmp_path / "resumed/instances").glob("*.jsonl"))) == 2
-    build(options(tmp_path, "resumed"))
+    build(options(tmp_path, "resumed", max_answer_repeats=cap))  # the cap's count carries over the finished shards
     assert tree(tmp_path / "full") == tree(tmp_path / "resumed")
 
 
@@ -92,6 +94,23 @@ def test_cli_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| de | 48 |" in out and "0 with answers that do not match" in out
     assert main(["build-data", "--out", opts.out, "--report"]) == 0
+
+
+def test_max_answer_repeats_caps_each_english_answer_and_counts_the_rest(tmp_path):
+    uncapped = build(options(tmp_path, "all"))["languages"]["de"]["output"]
+    capped = build(options(tmp_path, "capped", max_answer_repeats=2))["languages"]["de"]["output"]
+    uses = Counter(a["en_text"].casefold() for inst in iter_instances(tmp_path / "capped") for a in inst["answers"])
+    assert max(uses.values()) == 2 and len(uses) >= 10  # every person and city still there, twice at most
+    assert capped["answers"] < uncapped["answers"]
+    assert capped["rejected_repeated_answer"] >= uncapped["answers"] - capped["answers"] > 0
+    assert check_instances(tmp_path / "capped")[1] == []
+
+
+def test_a_folder_refuses_a_build_with_other_settings(tmp_path):
+    build(options(tmp_path, "one"))
+    with pytest.raises(ValueError, match=r"settings\.json.*max_answer_repeats: 0 -> 3.*another --out"):
+        build(options(tmp_path, "one", max_answer_repeats=3))
+    build(options(tmp_path, "one", spacy_batch_size=64))  # how a build runs is not what it writes
 
 
 def test_max_pairs_caps_each_language_and_says_so(tmp_path):

@@ -2,13 +2,26 @@ import json
 
 import pytest
 
-from clism.cli import main
+from clism.cli import COMMANDS, main
 
 
 def run(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def _every_command() -> list[list[str]]:
+    return [[group] if isinstance(commands, tuple) else [group, name]
+            for group, commands in COMMANDS.items() for name in ([None] if isinstance(commands, tuple) else commands)]
+
+
+@pytest.mark.parametrize("command", _every_command(), ids=" ".join)
+def test_every_command_prints_its_help(command, capsys):
+    # argparse formats each help text with %, so a stray "%" in an option's help breaks --help
+    with pytest.raises(SystemExit) as exit_:
+        main(command + ["--help"])
+    assert exit_.value.code == 0 and "usage: clism " + " ".join(command) in capsys.readouterr().out
 
 
 def test_help_lists_the_commands(capsys):

@@ -56,6 +56,9 @@ class BuildDataOptions:
     out: str = option("runs/clism-data", "output directory")
     max_chars: int = option(400, "skip pairs with a side longer than this many characters")
     max_pairs: int = option(0, "keep at most this many pairs per language, in corpus order (0: all)")
+    max_answer_repeats: int = option(0, "use one English answer string (case-folded) at most this many times per "
+                                        "language, in corpus order (0: no cap); Tatoeba's stock names (Tom, Mary, "
+                                        "Sami) are otherwise a sixth to a half of its answers")
     spacy_model: str = option(DEFAULT_SPACY_MODEL, "spaCy English pipeline with NER")
     entity_types: list[str] = option(list(DEFAULT_ENTITY_TYPES), "spaCy entity types that make informative spans")
     max_span_words: int = option(10, "longest span, in words")
@@ -232,12 +235,22 @@ def stage_links(lang: str, work: Path, opts: BuildDataOptions) -> tuple[Path, Pa
 # --------------------------------------------------------------------------- stage 4: instances
 
 
+def _answer_key(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
 def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: list[EnglishSpan],
-                  links: set[tuple[int, int]], settings: ProjectionSettings, stats: Counter) -> dict | None:
+                  links: set[tuple[int, int]], settings: ProjectionSettings, stats: Counter,
+                  answer_uses: Counter | None = None, max_answer_repeats: int = 0) -> dict | None:
+    """``answer_uses`` counts, across the language, how often each English answer was kept."""
     src_tokens, tgt_tokens = tokenize(en), tokenize(tgt)
     char_target = is_char_tokenized(tgt)
     answers, taken = [], []
     for span in sorted(spans, key=lambda s: s.start):
+        key = _answer_key(span.text(en))
+        if max_answer_repeats and answer_uses is not None and answer_uses[key] >= max_answer_repeats:
+            stats["rejected_repeated_answer"] += 1
+            continue
         result = project(span.start, span.end, src_tokens, tgt_tokens, links, char_target, settings, taken)
         eligible = span.text(en) in tgt  # the precision proxy: the same string occurs in the target
         stats["proxy_eligible"] += eligible
@@ -253,6 +266,8 @@ def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: 
             stats["proxy_exact"] += (result.start, result.end) in occurrences
         taken.append((result.start, result.end))
         answers.append((span, result))
+        if answer_uses is not None:
+            answer_uses[key] += 1
     if not answers:
         return None
     answers.sort(key=lambda a: a[0].start)
@@ -289,6 +304,7 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
     shard_dir.mkdir(parents=True, exist_ok=True)
     n_shards = max(1, -(-total // opts.shard_size))
     all_stats = []
+    answer_uses: Counter = Counter()  # carried across shards: the cap is per language
     with open(work / "spans.jsonl", encoding="utf-8") as spans_fh, \
             tqdm(total=total, desc=f"{lang} project+write", unit="pair") as bar:
         rows = zip(iter_pairs(work), spans_fh, read_links(fwd), read_links(rev))
@@ -299,6 +315,9 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
             if path.is_file() and stats_path.is_file():  # finished before an interruption
                 for _ in range(count):
                     next(rows)
+                with open(path, encoding="utf-8") as done:
+                    for line in done:
+                        answer_uses.update(_answer_key(a["en_text"]) for a in json.loads(line)["answers"])
                 bar.update(count)
                 all_stats.append(json.loads(stats_path.read_text()))
                 continue
@@ -314,7 +333,7 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
                 spans = [EnglishSpan(a, b, label) for a, b, label in found]
                 links = symmetrize(fwd_links, rev_links, opts.symmetrization)
                 instance = make_instance(k * opts.shard_size + offset, lang, en, tgt, source, spans, links,
-                                         settings, stats)
+                                         settings, stats, answer_uses, opts.max_answer_repeats)
                 if instance is not None:
                     lines.append(_dumps(instance) + "\n")
                 bar.update(1)
@@ -327,6 +346,25 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
 # --------------------------------------------------------------------------- driver
 
 
+# How a build runs, not what it writes: these may change between a run and its resumption.
+_SPEED_ONLY = ("data_dir", "n_process", "spacy_batch_size")
+
+
+def _refuse_other_settings(out: Path, config: dict) -> None:
+    """Finished shards are reused on resume, so a folder must hold one build's settings only."""
+    path = out / "settings.json"
+    content = {k: v for k, v in config.items() if k not in _SPEED_ONLY}
+    if path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(before) | set(content) if before.get(k) != content.get(k))
+        if changed:
+            raise ValueError(f"{path}: this folder holds a build made with other settings ({', '.join(changed)}: "
+                             f"{', '.join(f'{before.get(k)!r} -> {content.get(k)!r}' for k in changed)}); "
+                             f"pass another --out, or delete {out} to rebuild it")
+    else:
+        _atomic_write(path, json.dumps(content, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+
+
 def build(opts: BuildDataOptions) -> dict:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -334,6 +372,7 @@ def build(opts: BuildDataOptions) -> dict:
     manifest: dict = {"config": dataclasses.asdict(opts), "languages": {}, "alignment_cache_keys": {}}
     for where_not_what in ("report", "out"):  # not settings of the build's content
         manifest["config"].pop(where_not_what)
+    _refuse_other_settings(out, manifest["config"])
     content_keys = ("max_chars", "spacy_model", "entity_types", "max_span_words")
     # a cap joins the fingerprint only when set, so uncapped builds keep resuming their work
     fingerprint = _settings_fingerprint(opts, content_keys + (("max_pairs",) if opts.max_pairs else ()))
