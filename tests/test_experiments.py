@@ -8,6 +8,7 @@ import yaml
 from clism.cli import main
 from clism.config import ConfigError
 from clism.experiments.grid import cells_of, load_grid
+from clism.experiments.report import build_report
 from clism.models import registry
 from test_pretrain import instances
 
@@ -121,3 +122,26 @@ def test_quickstart_prints_the_side_by_side_table(mirror, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| **average** |" in printed and "difference F1 / EM" in printed and "this run:" in printed
     assert (out / "report.md").is_file() and (out / "qa" / "full" / "k3" / "seed-1" / "metrics.json").is_file()
+
+
+def _fake_cell(results, arm, setting, f1_by_seed):
+    for seed, (en, de) in f1_by_seed.items():
+        seed_dir = results / "qa" / arm / setting / f"seed-{seed}"
+        seed_dir.mkdir(parents=True)
+        (seed_dir / "metrics.json").write_text(json.dumps({"seed": seed, "results": {"xquad": {
+            "en": {"f1": en, "exact_match": en - 10}, "de": {"f1": de, "exact_match": de - 10}}}}))
+
+
+def test_an_experiment_report_compares_seed_by_seed_with_its_reference_grid(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    reference, experiment = tmp_path / "results" / "small", tmp_path / "results" / "small-longer"
+    _fake_cell(reference, "base", "k256", {1: (40, 30), 2: (42, 32), 3: (50, 40)})
+    _fake_cell(reference, "no-mlm", "k256", {1: (41, 31), 2: (43, 33)})  # seed 3 never ran here
+    _fake_cell(experiment, "no-mlm", "k256", {1: (44, 32), 2: (44, 36), 3: (60, 60)})
+    (experiment / "grid.yaml").write_text(yaml.safe_dump({"name": "small-longer", "compare_with": "results/small"}))
+    report = build_report(experiment).read_text()
+    # only the seeds both grids ran are compared: 1 and 2 (averages 38, 40 here; 36, 38 and 35, 37 there)
+    assert "| no-mlm k256 | 1,2 | 39.00 ± 1.41 | 37.00 ± 1.41 | 36.00 ± 1.41 | +2.00 (+2.00, +2.00) " \
+           "| +3.00 (+3.00, +3.00) |" in report
+    shutil.rmtree(reference)
+    assert "(the reference folder results/small is not here)" in build_report(experiment).read_text()

@@ -112,6 +112,8 @@ class GridConfig:
     pretrain: dict = field(default_factory=dict)  # PretrainOptions fields shared by every pre-trained arm
     qa: QABudget = field(default_factory=QABudget)
     ner: NERBudget = field(default_factory=NERBudget)
+    # an experiment's reference: another grid's results folder, compared seed by seed in the report
+    compare_with: str = ""
 
 
 @dataclass

@@ -144,6 +144,43 @@ def comparison_table(cells: list[CellResult], setting: str, arm_a: str, arm_b: s
     return "\n".join(lines) + "\n"
 
 
+def seed_averages(results: Path, arm: str, setting: str, dataset: str = "xquad") -> dict[int, float]:
+    """{seed: F1 averaged over languages} of one QA cell."""
+    out = {}
+    for path in sorted((results / "qa" / arm / setting).glob("seed-*/metrics.json")):
+        per_lang = json.loads(path.read_text()).get("results", {}).get(dataset, {})
+        if per_lang:
+            out[int(path.parent.name.split("-")[1])] = statistics.fmean(m["f1"] for m in per_lang.values())
+    return out
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
+def reference_table(results: Path, reference: Path, cells: list[CellResult], dataset: str = "xquad") -> str:
+    """Each QA cell of an experiment against the reference grid's same arm and its base, on the same seeds."""
+    head = ["cell", "seeds", "this experiment", f"{reference.name}: same arm", f"{reference.name}: base",
+            "vs same arm (per seed)", "vs base (per seed)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cell in (c for c in cells if c.task == "qa"):
+        mine = seed_averages(results, cell.arm, cell.setting, dataset)
+        same = seed_averages(reference, cell.arm, cell.setting, dataset)
+        base = seed_averages(reference, "base", cell.setting, dataset)
+        seeds = sorted(s for s in mine if s in same and s in base)
+        if not seeds:
+            lines.append(f"| {cell.arm} {cell.setting} | – | {_spread(list(mine.values()))} | "
+                         f"(no cell with these seeds in {reference}) | | | |")
+            continue
+        row = [f"{cell.arm} {cell.setting}", ",".join(map(str, seeds)), _spread([mine[s] for s in seeds]),
+               _spread([same[s] for s in seeds]), _spread([base[s] for s in seeds])]
+        for other in (same, base):
+            diffs = [mine[s] - other[s] for s in seeds]
+            row.append(f"{statistics.fmean(diffs):+.2f} ({', '.join(f'{d:+.2f}' for d in diffs)})")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -263,8 +300,14 @@ def build_report(results: str | Path, title: str = "") -> Path:
                 label = "zero-shot" if setting == "zero-shot" else f"few-shot k={setting[1:]}"
                 out += [f"## XQuAD, {label}: {ARM_LABELS['full']} against {ARM_LABELS[other]}", "",
                         comparison_table(cells, setting, other, "full"), ""]
-    out += ["## Averages over languages (zero-shot, fine-tuned on English)", "", average_table(cells), "",
-            "## Ablation", "", ablation_table(cells, k), "",
+    if grid.get("compare_with"):
+        reference = Path(grid["compare_with"])
+        out += [f"## Against `{reference}` (the same seeds; XQuAD F1 averaged over languages)", "",
+                reference_table(results, reference, cells) if reference.is_dir()
+                else f"(the reference folder {reference} is not here)\n", ""]
+    if any(c.setting == "zero-shot" for c in cells):
+        out += ["## Averages over languages (zero-shot, fine-tuned on English)", "", average_table(cells), ""]
+    out += ["## Ablation", "", ablation_table(cells, k), "",
             "## Few-shot XQuAD F1 (average over languages, mean ± std over seeds)", "", few_shot_table(cells), ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in made if p] + [""]
     rows = _pretrain_rows(results)
