@@ -241,14 +241,14 @@ def _answer_key(text: str) -> str:
 
 def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: list[EnglishSpan],
                   links: set[tuple[int, int]], settings: ProjectionSettings, stats: Counter,
-                  answer_uses: Counter | None = None, max_answer_repeats: int = 0) -> dict | None:
+                  answer_uses: Counter, max_answer_repeats: int) -> dict | None:
     """``answer_uses`` counts, across the language, how often each English answer was kept."""
     src_tokens, tgt_tokens = tokenize(en), tokenize(tgt)
     char_target = is_char_tokenized(tgt)
     answers, taken = [], []
     for span in sorted(spans, key=lambda s: s.start):
         key = _answer_key(span.text(en))
-        if max_answer_repeats and answer_uses is not None and answer_uses[key] >= max_answer_repeats:
+        if max_answer_repeats and answer_uses[key] >= max_answer_repeats:
             stats["rejected_repeated_answer"] += 1
             continue
         result = project(span.start, span.end, src_tokens, tgt_tokens, links, char_target, settings, taken)
@@ -266,8 +266,7 @@ def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: 
             stats["proxy_exact"] += (result.start, result.end) in occurrences
         taken.append((result.start, result.end))
         answers.append((span, result))
-        if answer_uses is not None:
-            answer_uses[key] += 1
+        answer_uses[key] += 1
     if not answers:
         return None
     answers.sort(key=lambda a: a[0].start)
