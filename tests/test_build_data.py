@@ -9,7 +9,8 @@ pytest.importorskip("eflomal")
 
 from clism.cli import main  # noqa: E402
 from clism.data import build_instances  # noqa: E402
-from clism.data.build_instances import BuildDataOptions, build, check_instances, iter_instances  # noqa: E402
+from clism.data.build_instances import (BuildDataOptions, answer_concentration, build, check_instances,  # noqa: E402
+                                        iter_instances)
 
 PEOPLE = ["Angela Merkel", "Barack Obama", "Marie Curie", "Albert Einstein", "Nelson Mandela", "Pablo Picasso"]
 CITIES = [("Berlin", "Berlin"), ("Paris", "Paris"), ("London", "London"), ("Rome", "Rom"), ("Vienna", "Wien"),
@@ -93,6 +94,7 @@ def test_cli_report(tmp_path, capsys):
                  "--max-chars", "200", "--shard-size", "10", "--n-process", "1"]) == 0
     out = capsys.readouterr().out
     assert "| de | 48 |" in out and "0 with answers that do not match" in out
+    assert "| de | " in out.split("share of the top 5")[1]  # the concentration table follows the quality one
     assert main(["build-data", "--out", opts.out, "--report"]) == 0
 
 
@@ -104,6 +106,12 @@ def test_max_answer_repeats_caps_each_english_answer_and_counts_the_rest(tmp_pat
     assert capped["answers"] < uncapped["answers"]
     assert capped["rejected_repeated_answer"] >= uncapped["answers"] - capped["answers"] > 0
     assert check_instances(tmp_path / "capped")[1] == []
+
+    # the report's concentration table counts what the cap counts, and shows it worked
+    before, after = answer_concentration(tmp_path / "all", top=3)["de"], answer_concentration(tmp_path / "capped")["de"]
+    assert before["answers"] == uncapped["answers"] and after["answers"] == capped["answers"]
+    assert before["top"][0][1] > 2 and len(before["top"]) == 3 and {n for _, n in after["top"]} == {2}
+    assert after["distinct"] == len(uses) and before["top"][0][0] == before["top"][0][0].casefold()
 
 
 def test_a_folder_refuses_a_build_with_other_settings(tmp_path):

@@ -177,7 +177,8 @@ def _evaluate(run) -> Callable[[object], int]:
 def cmd_build_data(opts) -> int:
     import json
 
-    from clism.data.build_instances import build, check_instances, quality_report
+    from clism.data.build_instances import (answer_concentration, build, check_instances, concentration_report,
+                                            quality_report)
 
     manifest_path = Path(opts.out) / "manifest.json"
     if opts.report:
@@ -188,6 +189,8 @@ def cmd_build_data(opts) -> int:
         manifest = build(opts)
     n, problems = check_instances(opts.out)
     print(quality_report(manifest))
+    print("English answers repeated most often (case-folded; `--max-answer-repeats` caps them):")
+    print(concentration_report(answer_concentration(opts.out)))
     print(f"{n} instances re-read: {len(problems)} with answers that do not match their offsets")
     for line in problems[:10]:
         print(f"  {line}")

@@ -418,6 +418,26 @@ def quality_report(manifest: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def answer_concentration(directory: str | Path, top: int = 5) -> dict[str, dict]:
+    """How much of each language's data a few English answers take: a corpus like Tatoeba repeats
+    stock names (Tom, Mary), and a span model can learn them instead of learning to align."""
+    by_lang: dict[str, Counter] = {}
+    for inst in iter_instances(directory):
+        by_lang.setdefault(inst["lang"], Counter()).update(_answer_key(a["en_text"]) for a in inst["answers"])
+    return {lang: {"answers": sum(c.values()), "distinct": len(c), "top": c.most_common(top)}
+            for lang, c in by_lang.items()}
+
+
+def concentration_report(concentration: dict[str, dict], top: int = 5) -> str:
+    lines = [f"| lang | answers | distinct English answers | share of the top {top} | top {top} (count) |",
+             "|---|---|---|---|---|"]
+    for lang, c in concentration.items():
+        share = sum(n for _, n in c["top"]) / c["answers"] if c["answers"] else 0.0
+        lines.append(f"| {lang} | {c['answers']} | {c['distinct']} | {100 * share:.1f}% | "
+                     + ", ".join(f"{text} ({n})" for text, n in c["top"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def check_instances(directory: str | Path) -> tuple[int, list[str]]:
     """Re-read a build: every [QUE] has an answer, and every answer equals its target slice."""
     n, problems = 0, []
