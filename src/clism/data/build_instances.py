@@ -428,7 +428,8 @@ def answer_concentration(directory: str | Path, top: int = 5) -> dict[str, dict]
             for lang, c in by_lang.items()}
 
 
-def concentration_report(concentration: dict[str, dict], top: int = 5) -> str:
+def concentration_report(concentration: dict[str, dict]) -> str:
+    top = max((len(c["top"]) for c in concentration.values()), default=0)
     lines = [f"| lang | answers | distinct English answers | share of the top {top} | top {top} (count) |",
              "|---|---|---|---|---|"]
     for lang, c in concentration.items():
