@@ -166,6 +166,13 @@ def test_finetune_then_evaluate_writes_the_outputs(mirror, tmp_path, capsys):
                                    seeds=[1], max_steps=2, batch_size=2, max_length=96, data_dir=str(mirror),
                                    out=str(out)))
     assert (out / "seed-1/metrics.json").stat().st_mtime_ns == stamp
+    # the same seed again gives the same model: the fresh span head is drawn from the seed too
+    again = tmp_path / "again"
+    run_finetune(QAFinetuneOptions(model=str(base), head="qass", train_data=str(train_file), train_examples=3,
+                                   seeds=[1], max_steps=2, batch_size=2, max_length=96, data_dir=str(mirror),
+                                   out=str(again)))
+    assert (again / "seed-1/model/span_head.safetensors").read_bytes() == \
+        (out / "seed-1/model/span_head.safetensors").read_bytes()
     # evaluating the saved checkpoint finds its head by itself
     evaluated = run_evaluate(QAEvalOptions(model=str(out / "seed-1/model"), datasets=["xquad"], langs=["de"],
                                            data_dir=str(mirror), out=str(tmp_path / "eval")))

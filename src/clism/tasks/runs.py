@@ -21,6 +21,9 @@ def run_seeds(out: Path, seeds: Sequence[int], run_one: Callable[[int, Path], di
             log.info("seed %d already finished (%s); skipping", seed, done)
             per_seed.append(json.loads(done.read_text()))
             continue
+        from accelerate.utils import set_seed
+
+        set_seed(seed)  # a fresh head is drawn when the model loads, before the training loop seeds itself
         metrics = run_one(seed, run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
