@@ -101,9 +101,9 @@ def test_finetune_ner_end_to_end(mirror, tmp_path):
         f"0\t{w}\tB-PER\n1\tlives\tO\n2\tin\tO\n3\t{c}\tB-LOC\n\n" for w, c in
         [("John", "Paris"), ("Mary", "Rome"), ("Ahmed", "Cairo"), ("Li", "Beijing")] * 4))
     out = tmp_path / "run"
-    summary = run_finetune(NERFinetuneOptions(
-        model=str(base), train_file=str(train), max_steps=30, batch_size=8, lr=3e-3, warmup_ratio=0.0,
-        eval_datasets=["wikiann", "conll2002"], eval_split="train", data_dir=str(mirror), out=str(out)))
+    options = dict(model=str(base), train_file=str(train), max_steps=30, batch_size=8, lr=3e-3, warmup_ratio=0.0,
+                   eval_datasets=["wikiann", "conll2002"], eval_split="train", data_dir=str(mirror))
+    summary = run_finetune(NERFinetuneOptions(**options, out=str(out)))
     assert set(summary) == {"wikiann", "conll2002"}
     log = json.loads((out / "seed-1/train_log.json").read_text())
     assert log["labels"] == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
@@ -113,3 +113,6 @@ def test_finetune_ner_end_to_end(mirror, tmp_path):
     metrics = json.loads((out / "seed-1/metrics.json").read_text())
     assert "MISC" not in json.dumps(metrics["results"]["wikiann"]["en"].get("gold_types_the_model_cannot_predict", []))
     assert (out / "metrics.md").read_text().count("| wikiann |") == 2  # en and the average
+    # the same seed again gives the same run: the fresh classifier is drawn from the seed too
+    run_finetune(NERFinetuneOptions(**options, max_eval_examples=1, out=str(tmp_path / "again")))
+    assert json.loads((tmp_path / "again/seed-1/train_log.json").read_text())["losses"] == log["losses"]
