@@ -136,10 +136,12 @@ def test_both_heads_learn_on_a_tiny_model(tmp_path, head):
     examples = examples_for(SCRIPTS)
     features, _ = build_features(examples, tokenizer, max_length=96, que_token_id=que_id, training=True)
     from clism.data.qa_features import collate
-    from clism.training.loop import LoopSettings, train
+    from clism.training.engine import Job, length_grouped_batches, train
+    from clism.training.settings import TrainSettings
 
-    result = train(model, features, lambda b: collate(b, tokenizer.pad_token_id, True),
-                   LoopSettings(lr=3e-3, batch_size=5, max_steps=40, warmup_ratio=0.0, seed=3))
+    job = Job("qa", model, features, lambda b, step, micro: collate(b, tokenizer.pad_token_id, True),
+              length_grouped_batches([len(f.input_ids) for f in features], 5, seed=3))
+    result = train(job, TrainSettings(lr=3e-3, batch_size=5, max_steps=40, warmup_ratio=0.0), seed=3)
     assert result.steps == 40
     assert np.mean(result.losses[-5:]) < 0.5 * np.mean(result.losses[:5])
 

@@ -91,8 +91,36 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     return cls(**kwargs)
 
 
-def load_file(path: str | Path) -> dict:
+def merge(base: dict, override: dict) -> dict:
+    """``override`` over ``base``: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_file(path: str | Path, _seen: tuple = ()) -> dict:
+    """A YAML/JSON mapping. ``extends: other.yaml`` (a path relative to this file) at the top
+    level, or in any section, starts that mapping from the other file's and states only what
+    differs."""
     path = Path(path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: `extends` loops back to itself ({' -> '.join(map(str, _seen))})")
+    data = _read_mapping(path)
+    return _expand(data, path, (*_seen, path.resolve()))
+
+
+def _expand(data: dict, path: Path, seen: tuple) -> dict:
+    data = {k: _expand(v, path, seen) if isinstance(v, dict) else v for k, v in data.items()}
+    if "extends" not in data:
+        return data
+    parent = data.pop("extends")
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: `extends` takes the path of another config file, got {parent!r}")
+    return merge(load_file(path.parent / parent, seen), data)
+
+
+def _read_mapping(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -140,6 +168,10 @@ def resolve(cls: type[T], args: argparse.Namespace) -> T:
     data: dict = {}
     if getattr(args, "config", None):
         data.update(load_file(args.config))
+        saved_type = data.pop("_type", cls.__name__)  # a run's saved config.yaml says what wrote it
+        if saved_type != cls.__name__:
+            raise ConfigError(f"{args.config} holds {saved_type} options, not {cls.__name__}: it was saved by "
+                              "another command")
     for field in dataclasses.fields(cls):
         value = getattr(args, field.name, None)
         if value is not None:
@@ -170,3 +202,16 @@ def load_config(cls: type[T], path: str | Path) -> T:
     data = load_file(path)
     data.pop("_type", None)
     return from_dict(cls, data, str(path))
+
+
+def with_defaults(cls: type, saved: dict) -> dict:
+    """A saved config with every option it lacks at its default: a run saved before an option
+    existed ran as that option's default does."""
+    out = dict(saved)
+    for f in dataclasses.fields(cls):
+        if f.name not in out:
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                out[f.name] = f.default_factory()  # type: ignore[misc]
+    return out

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from clism.config import ConfigError, from_dict, load_file, option
+from clism.training.settings import NOT_LEARNING
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class QABudget:
     eval_langs: list[str] = field(default_factory=lambda: ["en", "es", "de", "ar", "hi", "vi"])
     max_eval_examples: int = 0
     eval_batch_size: int = 0
+    options: dict = field(default_factory=dict)  # any other `clism finetune qa` option (warmup_ratio, ...)
 
     def seeds_for(self, k: int) -> list[int]:
         per_k = {int(key): [int(s) for s in seeds] for key, seeds in self.few_shot_seeds_per_k.items()}
@@ -95,6 +97,7 @@ class NERBudget:
     eval_datasets: list[str] = field(default_factory=lambda: ["wikiann", "conll2002", "conll2003"])
     eval_langs: list[str] = field(default_factory=list)
     max_eval_examples: int = 0
+    options: dict = field(default_factory=dict)  # any other `clism finetune ner` option (warmup_ratio, ...)
 
 
 @dataclass
@@ -146,6 +149,17 @@ def load_grid(path: str | Path) -> GridConfig:
         if clash:
             raise ConfigError(f"{path}: {section}: {clash} are set by the grid per arm; remove them")
         from_dict(cls, values, f"{path}: {section}")  # unknown or ill-typed options fail here, not hours later
+    from clism.tasks.ner import NERFinetuneOptions
+    from clism.tasks.qa import QAFinetuneOptions
+
+    for section, cls in (("qa", QAFinetuneOptions), ("ner", NERFinetuneOptions)):
+        budget = getattr(grid, section)
+        named = {f.name for f in dataclasses.fields(budget)} & {f.name for f in dataclasses.fields(cls)}
+        clash = sorted(set(budget.options) & (named | {"model", "seeds", "out", "data_dir", "train_examples",
+                                                        "save_model"}))
+        if clash:
+            raise ConfigError(f"{path}: {section}.options: {clash} are set elsewhere in the grid; remove them here")
+        from_dict(cls, budget.options, f"{path}: {section}.options")
     return grid
 
 
@@ -240,8 +254,7 @@ def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
     done = summary_path.is_file() and json.loads(summary_path.read_text())["steps"] >= opts.max_steps
     if not done:
         ensure_clism_data(grid, data_dir)
-        opts.resume = (out / "checkpoint" / "state.pt").is_file() or (out / "checkpoint.old" / "state.pt").is_file()
-        log.info("pre-training arm %s (%s)%s", arm, ARM_LABELS[arm], " from its checkpoint" if opts.resume else "")
+        log.info("pre-training arm %s (%s)", arm, ARM_LABELS[arm])
         started = time.time()
         pretrain(opts)
         append_ledger(grid, {"cell": f"pretrain/{arm}", "seconds": round(time.time() - started, 1)})
@@ -254,18 +267,18 @@ def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
 
 
 # Where an arm's files live and how often it logs do not change what it learns.
-NOT_BUDGET = ("out", "data", "resume", "checkpoint_every", "log_every")
+NOT_BUDGET = NOT_LEARNING + ("data",)
 
 
 def check_same_budget(out: Path, opts, arm: str) -> None:
     """An arm found in the work folder must have been pre-trained with the grid's settings,
     or the comparison between arms would not be the equal-budget one the grid promises."""
-    from clism.config import load_file
+    from clism.config import load_file, with_defaults
 
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = load_file(saved_path)
+    saved = with_defaults(type(opts), load_file(saved_path))
     wanted = dataclasses.asdict(opts)
     differences = [f"{k}: {saved.get(k)!r} there, {v!r} in the grid" for k, v in wanted.items()
                    if k not in NOT_BUDGET and saved.get(k) != v]
@@ -312,7 +325,7 @@ def run_cell(grid: GridConfig, cell: Cell, model: str, data_dir: str | None) -> 
             doc_stride=qa.doc_stride, dropout=qa.dropout, freeze_word_embeddings=qa.freeze_word_embeddings,
             eval_datasets=qa.eval_datasets, eval_langs=qa.eval_langs, eval_batch_size=qa.eval_batch_size,
             max_eval_examples=qa.max_eval_examples, mixed_precision=qa.mixed_precision, data_dir=data_dir,
-            out=str(out), save_model=False))
+            out=str(out), save_model=False, **qa.options))
     else:
         from clism.tasks.ner import NERFinetuneOptions, run_finetune
 
@@ -324,7 +337,7 @@ def run_cell(grid: GridConfig, cell: Cell, model: str, data_dir: str | None) -> 
             freeze_word_embeddings=ner.freeze_word_embeddings, eval_datasets=ner.eval_datasets,
             eval_langs=ner.eval_langs, max_eval_examples=ner.max_eval_examples,
             mixed_precision=ner.mixed_precision, data_dir=data_dir,
-            out=str(out), save_model=False))
+            out=str(out), save_model=False, **ner.options))
 
 
 def prepare_results(grid: GridConfig, grid_yaml: str) -> Path:

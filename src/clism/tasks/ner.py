@@ -22,8 +22,9 @@ from clism.data.load import load_ner
 from clism.data.ner import NERSentence, entity_types, read_ner, to_iob2
 from clism.data.registry import get_dataset, inventory
 from clism.evaluation.ner_metrics import entity_scores
-from clism.tasks.runs import record_training, run_seeds, write_summary
+from clism.tasks.runs import claim_run_folder, record_training, run_seeds, write_summary
 from clism.training.options import FinetuneOptions
+from clism.training.settings import TrainSettings, default_of
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ class NERFinetuneOptions(FinetuneOptions):
     train_dataset: str = option("wikiann", "training dataset (wikiann or conll2003)")
     train_lang: str = option("en", "training language")
     train_file: Optional[str] = option(None, "train on this NER file instead of a registry dataset")
-    lr: float = option(5e-5, "learning rate")
-    max_length: int = option(128, "tokens per window")
+    lr: float = default_of(TrainSettings, "lr", 5e-5)
+    max_length: int = default_of(FinetuneOptions, "max_length", 128)
     eval_datasets: list[str] = option(["wikiann", "conll2002", "conll2003"], "evaluate on these after training")
     eval_split: str = option("test", "evaluation split")
     eval_batch_size: int = option(128, "windows per inference batch")
@@ -189,7 +190,7 @@ def training_sentences(opts: NERFinetuneOptions) -> list[NERSentence]:
 def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: int, sets: list[NEREvalSet],
                       run_dir: Path) -> dict:
     from clism.data.ner_features import build_ner_features, collate_ner
-    from clism.training.loop import train
+    from clism.training.engine import Job, length_grouped_batches, remove_checkpoint, train
 
     chosen = pool if not opts.train_examples or opts.train_examples >= len(pool) else \
         random.Random(seed).sample(pool, opts.train_examples)
@@ -197,22 +198,24 @@ def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: i
     labels = label_list(entity_types(chosen))
     model, tokenizer = load_token_classifier(opts.model, labels, opts.dropout)
     features = build_ner_features(chosen, tokenizer, opts.max_length, {label: i for i, label in enumerate(labels)})
-    settings = opts.loop_settings(seed)
     pad_id = tokenizer.pad_token_id
-    result = train(model, features, lambda b: collate_ner(b, pad_id, True), settings, desc=f"ner seed {seed}",
-                   lengths=[len(f.input_ids) for f in features])
+    job = Job(f"ner seed {seed}", model, features, lambda b, step, micro: collate_ner(b, pad_id, True),
+              length_grouped_batches([len(f.input_ids) for f in features], opts.batch_size, seed),
+              is_head=lambda name: name.startswith("classifier."),
+              tokens=lambda batch: int(batch["attention_mask"].sum()), identity=opts.learning_identity())
+    result = train(job, opts.train_settings(), seed, out=run_dir)
     if opts.save_model:
         model.save_pretrained(run_dir / "model")
         tokenizer.save_pretrained(run_dir / "model")
     metrics = evaluate_sets(model, tokenizer, sets, run_dir, opts.max_length, opts.eval_batch_size) if sets else {}
-    return record_training(run_dir, seed, result, metrics, train_sentences=len(chosen),
-                           train_windows=len(features), labels=labels)
+    summary = record_training(run_dir, seed, result, metrics, train_sentences=len(chosen),
+                              train_windows=len(features), labels=labels)
+    remove_checkpoint(run_dir)  # the seed is finished; its checkpoint is only for resuming
+    return summary
 
 
 def run_finetune(opts: NERFinetuneOptions) -> dict:
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(opts, out / "config.yaml")
+    out = claim_run_folder(opts)
     pool = training_sentences(opts)
     sets = ner_evaluation_sets(opts.eval_datasets, opts.eval_langs, opts.eval_split, opts.data_dir,
                                opts.max_eval_examples) if opts.eval_datasets else []

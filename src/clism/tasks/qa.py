@@ -26,7 +26,7 @@ from clism.data.load import english_qa_training_set, load_qa
 from clism.data.qa import QAExample, read_squad_files
 from clism.data.registry import get_dataset, inventory
 from clism.evaluation.qa_metrics import QAMetric, score_predictions
-from clism.tasks.runs import record_training, run_seeds, write_summary
+from clism.tasks.runs import claim_run_folder, record_training, run_seeds, write_summary
 from clism.training.options import FinetuneOptions
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int,
                       run_dir: Path) -> dict:
     from clism.data.qa_features import build_features, collate
     from clism.models.span_model import QUE_TOKEN, load_span_model
-    from clism.training.loop import train
+    from clism.training.engine import Job, length_grouped_batches, remove_checkpoint, train
 
     model, tokenizer = load_span_model(opts.model, opts.head, opts.dropout)
     que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN) if opts.head == "qass" else None
@@ -188,23 +188,25 @@ def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int,
     features, report = build_features(train_examples, tokenizer, opts.max_length, opts.doc_stride,
                                       opts.max_query_tokens, que_id, training=True)
     log.info("seed %d: %s", seed, report.summary())
-    settings = opts.loop_settings(seed)
     pad_id = tokenizer.pad_token_id
-    result = train(model, features, lambda batch: collate(batch, pad_id, True), settings, desc=f"qa seed {seed}",
-                   lengths=[len(f.input_ids) for f in features])
+    job = Job(f"qa seed {seed}", model, features, lambda batch, step, micro: collate(batch, pad_id, True),
+              length_grouped_batches([len(f.input_ids) for f in features], opts.batch_size, seed),
+              is_head=lambda name: name.startswith("head."),
+              tokens=lambda batch: int(batch["attention_mask"].sum()), identity=opts.learning_identity())
+    result = train(job, opts.train_settings(), seed, out=run_dir)
     if opts.save_model:
         model.save(run_dir / "model", tokenizer)
     metrics = evaluate_model(model, tokenizer, sets, run_dir, opts.head, opts.max_length, opts.doc_stride,
                              opts.eval_batch_size) if sets else {}
-    return record_training(run_dir, seed, result, metrics, train_questions=len(train_examples),
-                           train_windows=len(features), feature_report=report.summary(),
-                           train_ids=[e.id for e in train_examples] if opts.train_examples else None)
+    summary = record_training(run_dir, seed, result, metrics, train_questions=len(train_examples),
+                              train_windows=len(features), feature_report=report.summary(),
+                              train_ids=[e.id for e in train_examples] if opts.train_examples else None)
+    remove_checkpoint(run_dir)  # the seed is finished; its checkpoint is only for resuming
+    return summary
 
 
 def run_finetune(opts: QAFinetuneOptions) -> dict:
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(opts, out / "config.yaml")
+    out = claim_run_folder(opts)
     pool = training_pool(opts.train_data, opts.data_dir)
     sets = evaluation_sets(opts.eval_datasets, opts.eval_langs, "", opts.cross_lingual, opts.data_dir,
                            opts.max_eval_examples) if opts.eval_datasets else []

@@ -4,11 +4,44 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import statistics
 from pathlib import Path
 from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
+
+
+def claim_run_folder(opts) -> Path:
+    """Make ``opts.out`` this run's folder. A folder that holds a run with other learning
+    settings is refused (naming them) unless ``opts.overwrite``, which empties it first;
+    one with the same settings is continued: finished seeds are kept, a seed cut short
+    resumes from its checkpoint."""
+    from clism.config import ConfigError, load_file, save_config, with_defaults
+    from clism.training.engine import differences
+
+    out = Path(opts.out)
+    saved_path = out / "config.yaml"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder: choose another --out")
+    if saved_path.is_file():
+        saved = with_defaults(type(opts), load_file(saved_path))
+        saved_type = saved.pop("_type", type(opts).__name__)
+        wanted = opts.learning_identity()
+        diff = [f"command: {saved_type} then, {type(opts).__name__} now"] if saved_type != type(opts).__name__ \
+            else differences({k: saved.get(k) for k in wanted}, json.loads(json.dumps(wanted)))
+        if diff and not opts.overwrite:
+            raise ConfigError(f"{out} holds a run with other settings ({'; '.join(diff)}): choose another --out, "
+                              "or pass --overwrite to replace it")
+        if diff:
+            log.warning("--overwrite: removing the earlier run in %s", out)
+            shutil.rmtree(out)
+    elif out.is_dir() and any(out.iterdir()) and not opts.overwrite:
+        raise ConfigError(f"--out {out} is a folder that holds other files (no config.yaml of a run): choose another "
+                          "--out, or pass --overwrite to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(opts, saved_path)
+    return out
 
 
 def run_seeds(out: Path, seeds: Sequence[int], run_one: Callable[[int, Path], dict]) -> list[dict]:

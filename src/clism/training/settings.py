@@ -1,0 +1,77 @@
+"""The training settings, declared once: every training command (pre-training, QA and NER
+fine-tuning) takes them, the CLI flags and the YAML validation come from them, and the
+engine (``clism.training.engine``) reads them. Free of torch so that ``--help`` is fast.
+
+A command that wants another default says so with ``default_of`` (the help text stays
+the one written here).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+from clism.config import option
+
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "all")
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass
+class ModelSettings:
+    model: str = option("multilingual-e5-small-q4", "encoder: built-in name, local path or Hugging Face id")
+    dropout: Optional[float] = option(None, "override the encoder's dropout (0 is ~2x faster on CPU)")
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation and schedule. ``batch_size`` is always the effective global batch: examples
+    per optimizer step, over all processes and accumulation steps together."""
+
+    lr: float = option(3e-5, "peak learning rate of the encoder")
+    head_lr_scale: float = option(1.0, "learning rate of the task head (span head, NER classifier, a created MLM "
+                                       "head) as a multiple of lr")
+    head_warmup_steps: int = option(0, "the first N steps train only the task head (encoder frozen), then all")
+    batch_size: int = option(32, "examples per optimizer step, all processes and accumulation steps together")
+    micro_batch_size: int = option(0, "examples per forward pass and process (gradient accumulation); "
+                                      "0: batch_size / processes")
+    epochs: float = option(5.0, "epochs (ignored when max_steps > 0)")
+    max_steps: int = option(0, "optimizer steps (0: epochs)")
+    warmup_steps: int = option(0, "linear warm-up steps, then linear decay to 0 (0: warmup_ratio of all steps)")
+    warmup_ratio: float = option(0.1, "share of steps with a linear warm-up, when warmup_steps is 0")
+    weight_decay: float = option(0.01, "AdamW weight decay (not on biases and LayerNorms)")
+    max_grad_norm: float = option(1.0, "gradient clipping (0: none)")
+    freeze_word_embeddings: bool = option(False, "keep the word embeddings fixed")
+    mixed_precision: str = option("no", "no, bf16 or fp16 (GPU)")
+    checkpoint_every: int = option(500, "steps between checkpoints that a rerun resumes from (0: none)")
+    log_every: int = option(10, "steps between lines of log.jsonl")
+    report_to: str = option("none", "also log to trackers through accelerate: tensorboard, wandb, mlflow, all, none")
+
+    def check(self) -> None:
+        from clism.config import ConfigError
+
+        for name in ("batch_size",):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("micro_batch_size", "max_steps", "warmup_steps", "head_warmup_steps", "checkpoint_every",
+                     "log_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        for name in ("lr", "head_lr_scale", "epochs", "weight_decay", "max_grad_norm", "warmup_ratio"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ConfigError(f"--mixed-precision: {self.mixed_precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.report_to not in TRACKERS:
+            raise ConfigError(f"--report-to: {self.report_to!r} is not one of {', '.join(TRACKERS)}")
+
+
+# Settings that say where a run lives, how often it reports or how it is evaluated: changing
+# them between a run and its resumption does not change what it learns.
+NOT_LEARNING = ("out", "resume", "overwrite", "checkpoint_every", "log_every", "report_to", "save_model")
+
+
+def default_of(cls: type, name: str, value):
+    """A field of ``cls`` with another default and the same help text."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return option(value, field.metadata.get("help", ""))
