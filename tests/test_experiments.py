@@ -5,16 +5,16 @@ import shutil
 import pytest
 import yaml
 
+import tiny_models
 from clism.cli import main
 from clism.config import ConfigError
 from clism.experiments.grid import cells_of, load_grid
 from clism.experiments.report import build_report
-from clism.models import registry
 from test_pretrain import instances
 
 
 def tiny_base(tmp_path):
-    model, tokenizer = registry.tiny_model(hidden_size=32, num_layers=1)
+    model, tokenizer = tiny_models.tiny_model(hidden_size=32, num_layers=1)
     model.save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
     return tmp_path / "base"

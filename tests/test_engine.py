@@ -1,0 +1,175 @@
+"""The one training engine: parameter groups, head warm-up, resume after a kill, run folders
+that refuse other settings, and saved configs that reproduce a run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import tiny_models
+from clism.cli import main
+from clism.config import ConfigError, load_file
+from clism.data.qa_features import build_features, collate
+from clism.models.span_model import QUE_TOKEN, SpanExtractionModel, ensure_que_token
+from clism.training.engine import Job, length_grouped_batches, read_log, shuffled_batches, train
+from clism.training.settings import TrainSettings
+from conftest import squad_json, write
+from test_qa_task import SCRIPTS, examples_for, tiny_checkpoint
+
+
+def qa_job(seed: int = 0):
+    torch.manual_seed(seed)
+    encoder, tokenizer = tiny_models.tiny_model(hidden_size=32, num_layers=1)
+    que_id = ensure_que_token(tokenizer, encoder)
+    model = SpanExtractionModel(encoder, "qass")
+    features, _ = build_features(examples_for(SCRIPTS), tokenizer, max_length=96, que_token_id=que_id,
+                                 training=True)
+    return Job("qa", model, features, lambda b, step, micro: collate(b, tokenizer.pad_token_id, True),
+               length_grouped_batches([len(f.input_ids) for f in features], 2, seed=1),
+               is_head=lambda name: name.startswith("head."))
+
+
+def test_the_head_gets_its_own_learning_rate(tmp_path):
+    job = qa_job()
+    train(job, TrainSettings(lr=1e-3, head_lr_scale=20, batch_size=2, max_steps=3, warmup_ratio=0.0,
+                             log_every=1, checkpoint_every=0), seed=1, out=tmp_path / "run")
+    first = read_log(tmp_path / "run")[0]
+    assert first["lr_head"] == pytest.approx(20 * first["lr_encoder"])
+    assert first["lr_encoder"] == pytest.approx(1e-3 * 2 / 3)  # linear decay over 3 steps, after step 1
+    assert first["head_moved"] > 0
+
+
+def test_head_warmup_trains_the_head_alone_then_everything():
+    job = qa_job()
+    encoder_before = {k: v.clone() for k, v in job.model.encoder.state_dict().items()}
+    head_before = {k: v.clone() for k, v in job.model.head.state_dict().items()}
+    settings = TrainSettings(lr=1e-2, batch_size=2, max_steps=3, head_warmup_steps=3, warmup_ratio=0.0)
+    train(job, settings, seed=1)
+    assert all(torch.equal(v, job.model.encoder.state_dict()[k]) for k, v in encoder_before.items())
+    assert not all(torch.equal(v, job.model.head.state_dict()[k]) for k, v in head_before.items())
+    assert all(p.requires_grad for p in job.model.parameters())  # the encoder is trainable again afterwards
+    job = qa_job()
+    train(job, TrainSettings(lr=1e-2, batch_size=2, max_steps=5, head_warmup_steps=3, warmup_ratio=0.0), seed=1)
+    assert not all(torch.equal(v, job.model.encoder.state_dict()[k]) for k, v in encoder_before.items())
+
+
+def test_batch_plans_are_pure_functions_of_seed_and_epoch():
+    plan = length_grouped_batches([5, 3, 9, 1, 7, 2, 8], 3, seed=4)
+    assert plan(2) == plan(2) and plan(0) != plan(1)
+    assert sorted(i for b in plan(1) for i in b) == list(range(7))  # the short last batch is kept
+    shuffled = shuffled_batches(10, 4, seed=1)
+    assert len(shuffled(0)) == 2 and shuffled(3) == shuffled(3)  # the incomplete batch is dropped
+
+
+# --------------------------------------------------------------------------- fine-tuning runs
+
+
+@pytest.fixture
+def qa_inputs(tmp_path):
+    base = tiny_checkpoint(tmp_path / "base")
+    train_file = write(tmp_path / "train.json", json.dumps(squad_json(
+        [(c, [(f"t-{lang}", q, a, c.index(a))]) for lang, c, a, q in SCRIPTS]), ensure_ascii=False))
+    return base, train_file
+
+
+def finetune_args(base, train_file, out, *extra):
+    return ["finetune", "qa", "--model", str(base), "--head", "qass", "--train-data", str(train_file),
+            "--max-length", "96", "--batch-size", "2", "--eval-datasets", "", "--out", str(out), *extra]
+
+
+def weights(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {**load_file(str(model_dir / "model.safetensors")), **{
+        f"head.{k}": v for k, v in load_file(str(model_dir / "span_head.safetensors")).items()}}
+
+
+def test_a_killed_finetuning_run_resumes_to_the_weights_of_an_uninterrupted_one(qa_inputs, tmp_path):
+    base, train_file = qa_inputs
+    settings = ["--max-steps", "40", "--lr", "3e-3", "--checkpoint-every", "2", "--dropout", "0.1"]
+    cmd = [sys.executable, "-m", "clism.cli"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(cmd + finetune_args(base, train_file, tmp_path / "straight", *settings), check=True, env=env,
+                   capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + finetune_args(base, train_file, killed, *settings), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "seed-1" / "checkpoint" / "trainer_state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads(state.read_text())["step"] >= 6:
+                break
+        except (OSError, json.JSONDecodeError):
+            pass
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stopped_at = json.loads(state.read_text())["step"]
+    assert 6 <= stopped_at < 40, "the run was to be killed part way"
+    resumed = subprocess.run(cmd + finetune_args(base, train_file, killed, *settings), env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed at step {stopped_at}" in resumed.stderr
+    a, b = weights(tmp_path / "straight" / "seed-1" / "model"), weights(killed / "seed-1" / "model")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    straight_log = json.loads((tmp_path / "straight" / "seed-1" / "train_log.json").read_text())
+    resumed_log = json.loads((killed / "seed-1" / "train_log.json").read_text())
+    assert resumed_log["losses"] == straight_log["losses"]
+    assert not (killed / "seed-1" / "checkpoint").exists()  # a finished seed keeps no checkpoint
+
+
+def test_a_saved_config_fed_back_reproduces_the_run(qa_inputs, tmp_path, capsys):
+    base, train_file = qa_inputs
+    first = tmp_path / "first"
+    assert main(finetune_args(base, train_file, first, "--max-steps", "3", "--lr", "1e-3", "--train-examples",
+                              "4", "--warmup-steps", "1", "--max-grad-norm", "0.5")) == 0
+    assert main(["finetune", "qa", "--config", str(first / "config.yaml"), "--out", str(tmp_path / "again")]) == 0
+    a, b = weights(first / "seed-1" / "model"), weights(tmp_path / "again" / "seed-1" / "model")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the config of another command is refused, by name
+    capsys.readouterr()
+    assert main(["pretrain", "--config", str(first / "config.yaml")]) == 2
+    assert "QAFinetuneOptions" in capsys.readouterr().err
+
+
+def test_a_run_folder_refuses_other_settings_unless_overwritten(qa_inputs, tmp_path, capsys):
+    base, train_file = qa_inputs
+    out = tmp_path / "run"
+    assert main(finetune_args(base, train_file, out, "--max-steps", "2")) == 0
+    capsys.readouterr()
+    assert main(finetune_args(base, train_file, out, "--max-steps", "2", "--lr", "1e-4")) == 2
+    err = capsys.readouterr().err
+    assert "lr: 3e-05 then, 0.0001 now" in err and "--overwrite" in err
+    assert main(finetune_args(base, train_file, out, "--max-steps", "2", "--lr", "1e-4", "--overwrite")) == 0
+    assert load_file(out / "config.yaml")["lr"] == 1e-4
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def test_extends_states_only_what_differs(tmp_path):
+    write(tmp_path / "base.yaml", "a: 1\nsection: {x: 1, y: [1, 2]}\n")
+    write(tmp_path / "sub" / "child.yaml", "extends: ../base.yaml\nsection: {y: [3]}\nb: 2\n")
+    assert load_file(tmp_path / "sub" / "child.yaml") == {"a": 1, "b": 2, "section": {"x": 1, "y": [3]}}
+    write(tmp_path / "loop.yaml", "extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_file(tmp_path / "loop.yaml")
+
+
+def test_every_grid_file_loads_and_experiments_are_a_few_lines():
+    from clism.experiments.grid import load_grid
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    grids = sorted(configs.glob("reproduce-*.yaml")) + sorted((configs / "experiments").glob("*.yaml"))
+    assert grids
+    for path in grids:
+        load_grid(path)
+    for path in (configs / "experiments").glob("*.yaml"):
+        lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        assert lines[0].startswith("extends:") and len(lines) <= 20, path
