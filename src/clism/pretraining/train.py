@@ -12,46 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from clism.config import option, save_config
+from clism.config import save_config
+from clism.pretraining.options import PretrainOptions
 from clism.pretraining.data import build_pretrain_features, collate_pretrain, load_instances, mask_tokens
 from clism.pretraining.model import CLISMPretrainModel, LossSettings
 from clism.training.engine import read_log  # noqa: F401  (the CLI reads the log through here)
-from clism.training.settings import NOT_LEARNING, ModelSettings, TrainSettings, default_of
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PretrainOptions(TrainSettings, ModelSettings):
-    data: str = option("runs/clism-data", "a `clism build-data` output directory")
-    out: str = option("runs/pretrain", "output directory")
-    clism: bool = option(True, "the CLISM span-selection loss")
-    cacr: bool = option(True, "the CACR contrastive loss")
-    mlm: bool = option(True, "the masked-LM loss")
-    weight_clism: float = option(1.0, "weight of L_clism")
-    weight_cacr: float = option(1.0, "weight of L_cacr")
-    weight_mlm: float = option(1.0, "weight of L_mlm")
-    temperature: float = option(0.05, "CACR temperature tau (cosine / tau)")
-    mlm_probability: float = option(0.15, "share of tokens masked for MLM")
-    max_side_tokens: int = option(128, "tokens per side of the joint input")
-    lr: float = default_of(TrainSettings, "lr", 1e-5)
-    batch_size: int = default_of(TrainSettings, "batch_size", 64)
-    max_steps: int = default_of(TrainSettings, "max_steps", 15000)
-    warmup_steps: int = default_of(TrainSettings, "warmup_steps", 1500)
-    seed: int = option(1, "seed of initialisation, data order and masking")
-    max_instances: int = option(0, "use only the first N instances (0: all)")
-    resume: bool = option(False, "require a checkpoint in --out to continue (a rerun continues one anyway)")
-    overwrite: bool = option(False, "start again in an --out that holds a run (its checkpoint and log are removed)")
-
-    def learning_identity(self) -> dict:
-        import dataclasses
-
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_LEARNING + ("data",)}
 
 
 def _loss_settings(opts: PretrainOptions) -> LossSettings:

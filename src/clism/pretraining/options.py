@@ -1,0 +1,34 @@
+"""``clism pretrain`` options (free of torch, so that ``--help`` is fast)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from clism.config import option
+from clism.training.settings import NOT_LEARNING, ModelSettings, TrainSettings, default_of
+
+
+@dataclass
+class PretrainOptions(TrainSettings, ModelSettings):
+    data: str = option("runs/clism-data", "a `clism build-data` output directory")
+    out: str = option("runs/pretrain", "output directory")
+    clism: bool = option(True, "the CLISM span-selection loss")
+    cacr: bool = option(True, "the CACR contrastive loss")
+    mlm: bool = option(True, "the masked-LM loss")
+    weight_clism: float = option(1.0, "weight of L_clism")
+    weight_cacr: float = option(1.0, "weight of L_cacr")
+    weight_mlm: float = option(1.0, "weight of L_mlm")
+    temperature: float = option(0.05, "CACR temperature tau (cosine / tau)")
+    mlm_probability: float = option(0.15, "share of tokens masked for MLM")
+    max_side_tokens: int = option(128, "tokens per side of the joint input")
+    lr: float = default_of(TrainSettings, "lr", 1e-5)
+    batch_size: int = default_of(TrainSettings, "batch_size", 64)
+    max_steps: int = default_of(TrainSettings, "max_steps", 15000)
+    warmup_steps: int = default_of(TrainSettings, "warmup_steps", 1500)
+    seed: int = option(1, "seed of initialisation, data order and masking")
+    max_instances: int = option(0, "use only the first N instances (0: all)")
+    resume: bool = option(False, "require a checkpoint in --out to continue (a rerun continues one anyway)")
+    overwrite: bool = option(False, "start again in an --out that holds a run (its checkpoint and log are removed)")
+
+    def learning_identity(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_LEARNING + ("data",)}
