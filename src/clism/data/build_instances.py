@@ -42,7 +42,7 @@ from clism.data.spans import DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishS
 
 log = logging.getLogger(__name__)
 
-QUE = "[QUE]"
+from clism.constants import QUE_TOKEN
 SPAN_REJECTIONS = ("stop_words_only", "too_many_words", "partial_word")
 
 
@@ -273,7 +273,7 @@ def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: 
     masked, cursor = [], 0
     for span, _ in answers:
         masked.append(en[cursor: span.start])
-        masked.append(QUE)
+        masked.append(QUE_TOKEN)
         cursor = span.end
     masked.append(en[cursor:])
     stats["instances"] += 1
@@ -444,8 +444,8 @@ def check_instances(directory: str | Path) -> tuple[int, list[str]]:
     n, problems = 0, []
     for inst in iter_instances(directory):
         n += 1
-        if inst["en_masked"].count(QUE) != len(inst["answers"]):
-            problems.append(f"{inst['id']}: {inst['en_masked'].count(QUE)} [QUE] but {len(inst['answers'])} answers")
+        if inst["en_masked"].count(QUE_TOKEN) != len(inst["answers"]):
+            problems.append(f"{inst['id']}: {inst['en_masked'].count(QUE_TOKEN)} [QUE] but {len(inst['answers'])} answers")
         for a in inst["answers"]:
             if inst["target"][a["start"]: a["end"]] != a["text"] or inst["en"][a["en_start"]: a["en_end"]] != a["en_text"]:
                 problems.append(f"{inst['id']}: answer {a['text']!r} does not match its offsets")

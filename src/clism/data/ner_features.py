@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from clism.data.ner import NERSentence
 
-IGNORE = -100
+from clism.constants import IGNORE_INDEX
 
 
 @dataclass
@@ -64,7 +64,7 @@ def build_ner_features(sentences: list[NERSentence], tokenizer, max_length: int 
                 starts = _fill_missing(word_ids, b - a)
             labels = None
             if label_to_id is not None:
-                labels = [IGNORE] * len(enc["input_ids"][row])
+                labels = [IGNORE_INDEX] * len(enc["input_ids"][row])
                 for w, pos in enumerate(starts):
                     if pos is not None:
                         labels[pos] = label_to_id[sentences[s_i].tags[a + w]]
@@ -90,7 +90,7 @@ def collate_ner(features: list[NERFeature], pad_id: int, with_labels: bool):
         "attention_mask": torch.zeros((len(features), length), dtype=torch.long),
     }
     if with_labels:
-        batch["labels"] = torch.full((len(features), length), IGNORE, dtype=torch.long)
+        batch["labels"] = torch.full((len(features), length), IGNORE_INDEX, dtype=torch.long)
     for row, f in enumerate(features):
         n = len(f.input_ids)
         batch["input_ids"][row, :n] = torch.tensor(f.input_ids)

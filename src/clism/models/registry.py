@@ -106,12 +106,7 @@ def load_tokenizer(name_or_path: str):
 
 
 def load_encoder(name_or_path: str):
-    """The bare encoder. Its pooler is left out: no clism task reads it, and
-    checkpoints converted without one would otherwise warn about random weights."""
-    from transformers import AutoModel
+    """The bare encoder (no pooler: no clism task reads it)."""
+    from clism.models.backbone import load_backbone
 
-    path = resolve_model(name_or_path)
-    try:
-        return AutoModel.from_pretrained(path, add_pooling_layer=False)
-    except TypeError:  # architectures without a pooler do not take the argument
-        return AutoModel.from_pretrained(path)
+    return load_backbone(name_or_path, "encoder")[0]

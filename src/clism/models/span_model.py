@@ -15,9 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from clism.constants import IGNORE_INDEX, QUE_TOKEN  # noqa: F401  (QUE_TOKEN is re-exported)
+from clism.models.backbone import dropout_overrides  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
 
-QUE_TOKEN = "[QUE]"
 HEADS = ("linear", "qass")
 HEAD_FILE = "span_head.safetensors"
 META_FILE = "clism_model.json"
@@ -39,6 +41,20 @@ class QuestionAwareSpanHead(nn.Module):
         start = torch.einsum("bqh,bth->bqt", self.start_query(que_states), hidden)
         end = torch.einsum("bqh,bth->bqt", self.end_query(que_states), hidden)
         return start, end
+
+
+def span_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, starts: torch.Tensor,
+              ends: torch.Tensor) -> torch.Tensor:
+    """The span loss of pre-training and fine-tuning alike: cross-entropy of the gold start and
+    of the gold end among the positions (last axis of the logits), each a mean over the
+    labelled rows (``IGNORE_INDEX`` rows left out), then averaged. Logits (..., T), labels (...)."""
+    length = start_logits.size(-1)
+    starts, ends = starts.reshape(-1), ends.reshape(-1)
+    if not (starts != IGNORE_INDEX).any():
+        return start_logits.sum() * 0.0
+    ce = nn.functional.cross_entropy
+    return (ce(start_logits.reshape(-1, length).float(), starts, ignore_index=IGNORE_INDEX)
+            + ce(end_logits.reshape(-1, length).float(), ends, ignore_index=IGNORE_INDEX)) / 2
 
 
 class SpanExtractionModel(nn.Module):
@@ -74,8 +90,7 @@ class SpanExtractionModel(nn.Module):
         end = end.masked_fill(~allowed_mask, neg)
         out = {"start_logits": start, "end_logits": end}
         if start_positions is not None:
-            ce = nn.functional.cross_entropy
-            out["loss"] = (ce(start.float(), start_positions) + ce(end.float(), end_positions)) / 2
+            out["loss"] = span_loss(start, end, start_positions, end_positions)
         return out
 
     # ------------------------------------------------------------------ save / load
@@ -117,13 +132,6 @@ def ensure_que_token(tokenizer, encoder) -> int:
     return que_id
 
 
-def dropout_overrides(config, dropout: float | None) -> dict:
-    if dropout is None:
-        return {}
-    names = [n for n in vars(config) if n.endswith("dropout_prob") or n in ("dropout", "attention_dropout")]
-    return {n: dropout for n in names}
-
-
 def saved_head(name_or_path: str, default: str | None = None) -> str:
     """The head type a clism checkpoint was saved with; ``default`` (or an error) otherwise."""
     from clism.models.registry import resolve_model
@@ -141,27 +149,22 @@ def load_span_model(name_or_path: str, head: str, dropout: float | None = None):
     """Encoder + tokenizer + head. A clism checkpoint with the same head keeps its head
     weights (and its ``[QUE]`` row); anything else starts the head fresh."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from clism.models.registry import resolve_model
+    from clism.models.backbone import load_backbone
 
-    path = resolve_model(name_or_path)
-    config = AutoConfig.from_pretrained(path)
-    overrides = dropout_overrides(config, dropout)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    try:
-        encoder = AutoModel.from_pretrained(path, add_pooling_layer=False, **overrides)
-    except TypeError:
-        encoder = AutoModel.from_pretrained(path, **overrides)
+    encoder, tokenizer, _ = load_backbone(name_or_path, "encoder", dropout)
+    path = Path(encoder.name_or_path)
     if head == "qass":
         ensure_que_token(tokenizer, encoder)
     model = SpanExtractionModel(encoder, head)
-    meta_path = Path(path) / META_FILE
+    meta_path = path / META_FILE
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        if meta.get("head") == head and (Path(path) / HEAD_FILE).is_file():
-            model.head.load_state_dict(load_file(str(Path(path) / HEAD_FILE)))
+        if meta.get("head") == head and (path / HEAD_FILE).is_file():
+            model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
             log.info("loaded the %s span head from %s", head, path)
         else:
             log.info("%s holds a %s head; starting a fresh %s head", path, meta.get("head"), head)
+    else:
+        log.info("%s holds no span head; starting a fresh %s head", path, head)
     return model, tokenizer

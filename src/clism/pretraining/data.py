@@ -21,7 +21,7 @@ from typing import Iterable
 
 import torch
 
-IGNORE = -100
+from clism.constants import IGNORE_INDEX
 
 
 @dataclass
@@ -55,7 +55,7 @@ class PretrainFeature:
     target_start: int
     target_end: int
     que_positions: list[int]
-    answer_starts: list[int]  # IGNORE where the answer was cut
+    answer_starts: list[int]  # IGNORE_INDEX where the answer was cut
     answer_ends: list[int]
     english_ids: list[int]  # the separate, unmasked English input
     answer_tokens: list[int] = field(default_factory=list)  # joint positions inside answers (kept from MLM)
@@ -105,8 +105,8 @@ def build_pretrain_features(instances: Iterable[dict], tokenizer, que_token_id: 
                 que_positions.append(e_start + q)
                 if span is None:
                     stats["answers_dropped_target_truncated"] += 1
-                    starts.append(IGNORE)
-                    ends.append(IGNORE)
+                    starts.append(IGNORE_INDEX)
+                    ends.append(IGNORE_INDEX)
                     continue
                 stats["answers_used"] += 1
                 starts.append(t_start + span[0])
@@ -130,7 +130,7 @@ def _token_span(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[i
 def mask_tokens(input_ids: torch.Tensor, candidates: torch.Tensor, mask_id: int, vocab_size: int,
                 generator: torch.Generator, probability: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT-style masking over the ``candidates`` positions: 80% [MASK], 10% random, 10% kept."""
-    labels = torch.full_like(input_ids, IGNORE)
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
     chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & candidates
     labels[chosen] = input_ids[chosen]
     masked = input_ids.clone()
@@ -155,8 +155,8 @@ def collate_pretrain(features: list[PretrainFeature], pad_id: int, special_ids: 
     english, english_mask = pad([f.english_ids for f in features])
     n_que = max([len(f.que_positions) for f in features] + [1])
     que = torch.zeros((len(features), n_que), dtype=torch.long)
-    starts = torch.full((len(features), n_que), IGNORE, dtype=torch.long)
-    ends = torch.full((len(features), n_que), IGNORE, dtype=torch.long)
+    starts = torch.full((len(features), n_que), IGNORE_INDEX, dtype=torch.long)
+    ends = torch.full((len(features), n_que), IGNORE_INDEX, dtype=torch.long)
     english_seg = torch.zeros_like(joint_mask, dtype=torch.bool)
     target_seg = torch.zeros_like(joint_mask, dtype=torch.bool)
     mlm_candidates = joint_mask.bool().clone()

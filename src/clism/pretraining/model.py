@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from clism.models.span_model import HEAD_FILE, META_FILE, QUE_TOKEN, QuestionAwareSpanHead
-from clism.pretraining.data import IGNORE
+from clism.constants import IGNORE_INDEX, QUE_TOKEN
+from clism.models.span_model import HEAD_FILE, META_FILE, QuestionAwareSpanHead, span_loss
 
 
 @dataclass
@@ -90,7 +90,7 @@ class CLISMPretrainModel(nn.Module):
         if s.clism:
             out["loss_clism"] = self._clism_loss(hidden, que_positions, answer_starts, answer_ends, target_segment)
         if s.mlm and mlm_labels is not None:
-            positions = mlm_labels != IGNORE
+            positions = mlm_labels != IGNORE_INDEX
             if positions.any():
                 logits = _mlm_head(self.mlm_model)(hidden[positions])
                 out["loss_mlm"] = nn.functional.cross_entropy(logits.float(), mlm_labels[positions])
@@ -106,18 +106,12 @@ class CLISMPretrainModel(nn.Module):
         return out
 
     def _clism_loss(self, hidden, que_positions, answer_starts, answer_ends, target_segment) -> torch.Tensor:
+        """Each [QUE]'s answer among the target-segment tokens."""
         start_logits, end_logits = self.span_head(hidden, que_positions)  # (B, Q, T)
         allowed = target_segment.unsqueeze(1).expand_as(start_logits)
         neg = torch.finfo(start_logits.dtype).min
-        start_logits = start_logits.masked_fill(~allowed, neg).float()
-        end_logits = end_logits.masked_fill(~allowed, neg).float()
-        ce = nn.functional.cross_entropy
-        n = (answer_starts != IGNORE).sum()
-        if n == 0:
-            return start_logits.sum() * 0.0
-        loss = ce(start_logits.flatten(0, 1), answer_starts.flatten(), ignore_index=IGNORE, reduction="sum") \
-            + ce(end_logits.flatten(0, 1), answer_ends.flatten(), ignore_index=IGNORE, reduction="sum")
-        return loss / (2 * n)
+        return span_loss(start_logits.masked_fill(~allowed, neg), end_logits.masked_fill(~allowed, neg),
+                         answer_starts, answer_ends)
 
     def save(self, directory: str | Path, tokenizer) -> Path:
         """A standard Hugging Face checkpoint (masked-LM weights, tokenizer with [QUE]) plus

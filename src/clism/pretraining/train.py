@@ -33,28 +33,23 @@ def _loss_settings(opts: PretrainOptions) -> LossSettings:
 def load_pretrain_model(opts: PretrainOptions):
     """The encoder with an MLM head, ``[QUE]`` and the span head; also the names of the
     parameters created fresh here (the task head of the engine)."""
-    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+    from clism.models.backbone import load_backbone
+    from clism.models.span_model import HEAD_FILE, ensure_que_token
 
-    from clism.models.registry import resolve_model
-    from clism.models.span_model import dropout_overrides, ensure_que_token
-
-    path = resolve_model(opts.model)
-    config = AutoConfig.from_pretrained(path)
     # A checkpoint without an MLM head (multilingual-e5) gets one initialised by transformers,
     # its decoder tied to the input embeddings.
-    mlm_model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True,
-                                                           **dropout_overrides(config, opts.dropout))
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    mlm_model, tokenizer, created = load_backbone(opts.model, "masked-lm", opts.dropout)
+    path = mlm_model.name_or_path
     que_id = ensure_que_token(tokenizer, mlm_model.base_model)
     if mlm_model.get_output_embeddings() is not None:
         mlm_model.tie_weights()
     model = CLISMPretrainModel(mlm_model, _loss_settings(opts))
-    head_file = Path(path) / "span_head.safetensors"
+    head_file = Path(path) / HEAD_FILE
     if head_file.is_file():
         from safetensors.torch import load_file
 
         model.span_head.load_state_dict(load_file(str(head_file)))
-    created = {f"mlm_model.{k}" for k in info.get("missing_keys", [])}
+    created = {f"mlm_model.{k}" for k in created}
     encoder_weights = {id(p) for p in model.encoder.parameters()}
     fresh = {name for name, p in model.named_parameters()
              if name.startswith("span_head.") or (name in created and id(p) not in encoder_weights)}

@@ -66,19 +66,14 @@ def label_list(types: list[str]) -> list[str]:
 
 def load_token_classifier(name_or_path: str, labels: list[str] | None = None, dropout: float | None = None):
     """A token classifier; ``labels`` None keeps the checkpoint's own label set."""
-    from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
+    from clism.models.backbone import load_backbone
 
-    from clism.models.registry import resolve_model
-    from clism.models.span_model import dropout_overrides
-
-    path = resolve_model(name_or_path)
-    config = AutoConfig.from_pretrained(path)
-    kwargs = dropout_overrides(config, dropout)
+    kwargs = {}
     if labels is not None:
         kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
                       label2id={label: i for i, label in enumerate(labels)})
-    model = AutoModelForTokenClassification.from_pretrained(path, **kwargs)
-    return model, AutoTokenizer.from_pretrained(path)
+    model, tokenizer, _ = load_backbone(name_or_path, "token-classification", dropout, **kwargs)
+    return model, tokenizer
 
 
 def predict_tags(model, tokenizer, sentences: list[NERSentence], max_length: int, batch_size: int,

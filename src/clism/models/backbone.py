@@ -1,0 +1,58 @@
+"""One loader for every model clism builds on: the bare encoder, the encoder with a
+masked-LM head (pre-training) and the token classifier (NER).
+
+Weights that the checkpoint lacks are created here on purpose (an MLM head for
+multilingual-e5, a fresh NER classifier): they are named in one quiet log line, and
+transformers' own report about them, which reads like a broken install, is not printed.
+"""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+KINDS = ("encoder", "masked-lm", "token-classification")
+
+
+def dropout_overrides(config, dropout: float | None) -> dict:
+    """Config values that set every dropout of the encoder to ``dropout`` (None: keep)."""
+    if dropout is None:
+        return {}
+    names = [n for n in vars(config) if n.endswith("dropout_prob") or n in ("dropout", "attention_dropout")]
+    return {n: dropout for n in names}
+
+
+def load_backbone(name_or_path: str, kind: str = "encoder", dropout: float | None = None, **kwargs):
+    """(model, tokenizer, created): ``created`` holds the names of the weights made fresh."""
+    import transformers
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForTokenClassification, \
+        AutoTokenizer
+
+    from clism.models.registry import resolve_model
+
+    classes = {"encoder": AutoModel, "masked-lm": AutoModelForMaskedLM,
+               "token-classification": AutoModelForTokenClassification}
+    if kind not in classes:
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {KINDS}")
+    path = resolve_model(name_or_path)
+    config = AutoConfig.from_pretrained(path)
+    kwargs = {**dropout_overrides(config, dropout), **kwargs}
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        if kind == "encoder":
+            try:  # no clism task reads the pooler; checkpoints converted without one would warn
+                model, info = AutoModel.from_pretrained(path, add_pooling_layer=False, output_loading_info=True,
+                                                        **kwargs)
+            except TypeError:  # architectures without a pooler do not take the argument
+                model, info = AutoModel.from_pretrained(path, output_loading_info=True, **kwargs)
+        else:
+            model, info = classes[kind].from_pretrained(path, output_loading_info=True, **kwargs)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    created = set(info.get("missing_keys", []))
+    if created:
+        heads = sorted({name.split(".")[0] for name in created})
+        log.info("%s: created %d weights the checkpoint does not hold (%s), as intended", path, len(created),
+                 ", ".join(heads))
+    return model, AutoTokenizer.from_pretrained(path), created
