@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 from clism import __version__
 from clism.config import ConfigError, add_arguments, option, resolve, save_config
+from clism.errors import ClismError, NotFoundError
 
 
 
@@ -183,7 +184,7 @@ def cmd_build_data(opts) -> int:
     manifest_path = Path(opts.out) / "manifest.json"
     if opts.report:
         if not manifest_path.is_file():
-            raise FileNotFoundError(f"no build in {opts.out} (no manifest.json); run `clism build-data` first")
+            raise NotFoundError(f"no build in {opts.out} (no manifest.json); run `clism build-data` first")
         manifest = json.loads(manifest_path.read_text())
     else:
         manifest = build(opts)
@@ -326,10 +327,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from clism.data.registry import DataNotFoundError
-    from clism.data.textio import DataFormatError
-    from clism.models.registry import ModelNotFoundError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -343,13 +340,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     else:
         options_cls, handler, _, _ = entry[args.command]
+    name = f"clism {' '.join(filter(None, [args.group, args.command]))}"
+    # Only a user's errors become one-line messages; anything else is a bug and keeps its traceback.
     try:
         return handler(resolve(options_cls, args))
-    except (ConfigError, DataNotFoundError, DataFormatError, ModelNotFoundError, KeyError, ValueError,
-            FileNotFoundError, RuntimeError, FloatingPointError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"clism {' '.join(filter(None, [args.group, args.command]))}: error: {message}", file=sys.stderr)
+    except ClismError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        print(f"{name}: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{name}: interrupted. Run the same command again to continue: finished work is kept, and "
+              "training resumes from its last checkpoint", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from clism.errors import ClismError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(ClismError, ValueError):
+    """An option or config file that cannot be used."""
 
 
 def option(default, help: str):

@@ -14,6 +14,8 @@ from typing import Iterable, Iterator
 
 import regex
 
+from clism.errors import MissingDependencyError
+
 _CHAR_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
 _TOKEN = regex.compile(
     rf"(?:(?=[{_CHAR_SCRIPTS}])\X)"  # one grapheme cluster of a script without spaces
@@ -54,7 +56,7 @@ def run_eflomal(src_lines: Iterable[str], tgt_lines: Iterable[str], workdir: Pat
     try:
         import eflomal
     except ImportError:
-        raise RuntimeError("the word aligner eflomal is not installed: `pip install eflomal==2.0.0`") from None
+        raise MissingDependencyError("the word aligner eflomal is not installed: `pip install eflomal==2.0.0`") from None
     workdir.mkdir(parents=True, exist_ok=True)
     fwd, rev = workdir / "links.fwd", workdir / "links.rev"
     aligner = eflomal.Aligner(n_samplers=n_samplers)

@@ -43,6 +43,7 @@ from clism.data.spans import DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishS
 log = logging.getLogger(__name__)
 
 from clism.constants import QUE_TOKEN
+from clism.errors import InputError
 SPAN_REJECTIONS = ("stop_words_only", "too_many_words", "partial_word")
 
 
@@ -357,7 +358,7 @@ def _refuse_other_settings(out: Path, config: dict) -> None:
         before = json.loads(path.read_text(encoding="utf-8"))
         changed = sorted(k for k in set(before) | set(content) if before.get(k) != content.get(k))
         if changed:
-            raise ValueError(f"{path}: this folder holds a build made with other settings ({', '.join(changed)}: "
+            raise InputError(f"{path}: this folder holds a build made with other settings ({', '.join(changed)}: "
                              f"{', '.join(f'{before.get(k)!r} -> {content.get(k)!r}' for k in changed)}); "
                              f"pass another --out, or delete {out} to rebuild it")
     else:

@@ -14,6 +14,7 @@ from clism.data.ner import NERSentence, read_ner
 from clism.data.parallel import ParallelPair, ParallelReport, iter_line_aligned
 from clism.data.qa import QAExample, ReadReport, read_squad_files
 from clism.data.registry import get_dataset, locate
+from clism.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def load_qa(dataset: str, lang: str, split: str, data_dir: str | Path | None = N
             download: bool = True, require_valid_answers: bool = True) -> tuple[list[QAExample], ReadReport]:
     spec = get_dataset(dataset)
     if spec.task != "qa":
-        raise ValueError(f"{dataset} is a {spec.task} dataset, not QA")
+        raise InputError(f"{dataset} is a {spec.task} dataset, not QA")
     located = locate(spec.get(lang, split), data_dir=data_dir, download=download)
     return read_squad_files(located.paths, lang=lang, id_prefix=located.id_prefix,
                             require_valid_answers=require_valid_answers)
@@ -32,7 +33,7 @@ def load_ner(dataset: str, lang: str, split: str, data_dir: str | Path | None = 
              download: bool = True) -> list[NERSentence]:
     spec = get_dataset(dataset)
     if spec.task != "ner":
-        raise ValueError(f"{dataset} is a {spec.task} dataset, not NER")
+        raise InputError(f"{dataset} is a {spec.task} dataset, not NER")
     located = locate(spec.get(lang, split), data_dir=data_dir, download=download)
     (path,) = located.paths
     return read_ner(path, lang=lang)
@@ -43,7 +44,7 @@ def iter_parallel(dataset: str, lang: str, split: str | None = None, data_dir: s
     """English (src) paired with ``lang`` (tgt), streamed line by line."""
     spec = get_dataset(dataset)
     if spec.task != "parallel":
-        raise ValueError(f"{dataset} is a {spec.task} dataset, not parallel text")
+        raise InputError(f"{dataset} is a {spec.task} dataset, not parallel text")
     split = split or spec.splits[0]
     located = locate(spec.get(lang, split), data_dir=data_dir, download=download)
     english, other = located.paths

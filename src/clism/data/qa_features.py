@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from clism.data.qa import QAExample
+from clism.errors import InputError
 
 
 @dataclass
@@ -116,7 +117,7 @@ def _effective_stride(tokenizer, longest: int, max_length: int, doc_stride: int)
     specials = tokenizer.num_special_tokens_to_add(pair=True)
     room = max_length - specials - longest
     if room < 8:
-        raise ValueError(f"max_length {max_length} leaves {room} passage tokens after a {longest}-token "
+        raise InputError(f"max_length {max_length} leaves {room} passage tokens after a {longest}-token "
                          f"question; raise max_length or lower max_query_tokens")
     return min(doc_stride, room // 2)
 

@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from clism.errors import ClismError, UnknownNameError
+
 DATA_DIR_ENV = "CLISM_DATA_DIR"
 CACHE_DIR_ENV = "CLISM_CACHE_DIR"
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(ClismError, FileNotFoundError):
     pass
 
 
@@ -85,12 +87,12 @@ class DatasetSpec:
     def canonical_lang(self, lang: str) -> str:
         lang = self.lang_aliases.get(lang, lang)
         if lang not in self.languages and self.task != "parallel":
-            raise KeyError(f"{self.name} has no language {lang!r}; it has {', '.join(self.languages)}")
+            raise UnknownNameError(f"{self.name} has no language {lang!r}; it has {', '.join(self.languages)}")
         return lang
 
     def get(self, lang: str, split: str) -> Resource:
         if split not in self.splits:
-            raise KeyError(f"{self.name} has no split {split!r}; it has {', '.join(self.splits)}")
+            raise UnknownNameError(f"{self.name} has no split {split!r}; it has {', '.join(self.splits)}")
         return self.resource(self.canonical_lang(lang), split)
 
 
@@ -319,7 +321,7 @@ def get_dataset(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+        raise UnknownNameError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
 
 
 # --------------------------------------------------------------------------- locating
@@ -410,7 +412,7 @@ def locate(resource: Resource, data_dir: str | Path | None = None, cache_dir: st
 # --------------------------------------------------------------------------- download
 
 
-class DownloadError(OSError):
+class DownloadError(ClismError, OSError):
     pass
 
 

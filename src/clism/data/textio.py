@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+from clism.errors import ClismError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(ClismError, ValueError):
     """A data file is malformed. The message names the file, the place and the fix."""
 
 

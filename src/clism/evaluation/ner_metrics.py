@@ -8,16 +8,18 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
+from clism.errors import InputError
+
 
 def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
     from seqeval.metrics import f1_score, precision_score, recall_score
     from seqeval.metrics.sequence_labeling import get_entities
 
     if len(gold) != len(predicted):
-        raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
+        raise InputError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
     for i, (g, p) in enumerate(zip(gold, predicted)):
         if len(g) != len(p):
-            raise ValueError(f"sentence {i + 1}: {len(g)} gold tags but {len(p)} predicted")
+            raise InputError(f"sentence {i + 1}: {len(g)} gold tags but {len(p)} predicted")
     gold_entities = {(i, *e) for i, tags in enumerate(gold) for e in get_entities(list(tags))}
     pred_entities = {(i, *e) for i, tags in enumerate(predicted) for e in get_entities(list(tags))}
     gold, predicted = [list(t) for t in gold], [list(t) for t in predicted]

@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from clism.errors import ClismError, InputError
+
 _ASCII_PUNCT = set(string.punctuation)
 
 
@@ -48,7 +50,7 @@ _MLQA_ARTICLES = {
 _CJK = re.compile(r"[\u4e00-\u9fa5]")
 
 
-class UnknownMetricLanguage(ValueError):
+class UnknownMetricLanguage(ClismError, ValueError):
     pass
 
 
@@ -111,7 +113,7 @@ class QAMetric:
 
     def __post_init__(self):
         if self.name not in ("squad", "mlqa"):
-            raise ValueError(f"unknown QA metric {self.name!r}; use 'squad' or 'mlqa'")
+            raise InputError(f"unknown QA metric {self.name!r}; use 'squad' or 'mlqa'")
         if self.name == "mlqa":
             normalize_mlqa("", self.lang, self.whitespace_fallback)  # reject unknown languages early
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from clism.errors import NotFoundError
 from clism.experiments.grid import ARM_LABELS, ARMS
 from clism.tasks.runs import summarize
 
@@ -274,10 +275,10 @@ def _pretrain_rows(results: Path) -> list[str]:
 def build_report(results: str | Path, title: str = "") -> Path:
     results = Path(results)
     if not results.is_dir():
-        raise FileNotFoundError(f"no results directory {results}; run `clism reproduce` (or `clism quickstart`) first")
+        raise NotFoundError(f"no results directory {results}; run `clism reproduce` (or `clism quickstart`) first")
     cells = read_cells(results)
     if not cells:
-        raise FileNotFoundError(f"{results} holds no finished cell (no */*/*/seed-*/metrics.json)")
+        raise NotFoundError(f"{results} holds no finished cell (no */*/*/seed-*/metrics.json)")
     grid_text = (results / "grid.yaml").read_text() if (results / "grid.yaml").is_file() else ""
     grid = yaml.safe_load(grid_text) if grid_text else {}
     k = int(grid.get("headline_k", 256))

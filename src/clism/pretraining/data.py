@@ -22,6 +22,7 @@ from typing import Iterable
 import torch
 
 from clism.constants import IGNORE_INDEX
+from clism.errors import InputError, NotFoundError
 
 
 @dataclass
@@ -66,7 +67,7 @@ def load_instances(directory: str | Path) -> list[dict]:
 
     instances = list(iter_instances(directory))
     if not instances:
-        raise FileNotFoundError(f"{directory}: no CLISM instances (instances/*.jsonl); run `clism build-data`")
+        raise NotFoundError(f"{directory}: no CLISM instances (instances/*.jsonl); run `clism build-data`")
     return instances
 
 
@@ -94,7 +95,7 @@ def build_pretrain_features(instances: Iterable[dict], tokenizer, que_token_id: 
         if use_clism:
             all_que = [i for i, tok in enumerate(en.ids) if tok == que_token_id]
             if len(all_que) != len(inst["answers"]):
-                raise ValueError(f"instance {inst['id']}: {len(all_que)} [QUE] tokens but {len(inst['answers'])} "
+                raise InputError(f"instance {inst['id']}: {len(all_que)} [QUE] tokens but {len(inst['answers'])} "
                                  f"answers; was the tokenizer given [QUE] as a special token?")
             for q, answer in zip(all_que, inst["answers"]):
                 stats["answers"] += 1

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from clism.constants import IGNORE_INDEX, QUE_TOKEN
+from clism.errors import InputError
 from clism.models.span_model import HEAD_FILE, META_FILE, QuestionAwareSpanHead, span_loss
 
 
@@ -67,7 +68,7 @@ def _mlm_head(mlm_model: nn.Module):
         head = getattr(mlm_model, name, None)
         if head is not None:
             return head
-    raise ValueError(f"{type(mlm_model).__name__}: no masked-LM head found (expected .cls or .lm_head)")
+    raise InputError(f"{type(mlm_model).__name__}: no masked-LM head found (expected .cls or .lm_head)")
 
 
 class CLISMPretrainModel(nn.Module):

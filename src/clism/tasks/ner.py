@@ -21,6 +21,7 @@ from clism.config import option, save_config
 from clism.data.load import load_ner
 from clism.data.ner import NERSentence, entity_types, read_ner, to_iob2
 from clism.data.registry import get_dataset, inventory
+from clism.errors import InputError, NotFoundError
 from clism.evaluation.ner_metrics import entity_scores
 from clism.tasks.runs import claim_run_folder, record_training, run_seeds, write_summary
 from clism.training.options import FinetuneOptions
@@ -148,7 +149,7 @@ def ner_evaluation_sets(datasets: list[str], langs: list[str], split: str, data_
             sentences = load_ner(dataset, lang, split, data_dir)[: max_examples or None]
             sets.append(NEREvalSet(dataset, lang, sentences))
     if not sets:
-        raise FileNotFoundError(f"no NER evaluation data for {datasets} (languages {langs or 'any'}, split {split})")
+        raise NotFoundError(f"no NER evaluation data for {datasets} (languages {langs or 'any'}, split {split})")
     return sets
 
 
@@ -224,7 +225,7 @@ def run_evaluate(opts: NEREvalOptions) -> dict:
     if opts.predictions:
         return score_file(opts.predictions, opts.data)
     if not opts.model:
-        raise ValueError("give --model (a fine-tuned NER checkpoint) or --predictions with --data")
+        raise InputError("give --model (a fine-tuned NER checkpoint) or --predictions with --data")
     model, tokenizer = load_token_classifier(opts.model)
     out = Path(opts.out)
     save_config(opts, out / "config.yaml")
@@ -238,7 +239,7 @@ def score_file(predictions: str, data: str | None) -> dict:
     from clism.data.textio import DataFormatError
 
     if not data:
-        raise ValueError("--predictions needs --data (the gold file)")
+        raise InputError("--predictions needs --data (the gold file)")
     predicted, gold = read_ner(predictions), read_ner(data)
     if len(predicted) != len(gold):
         raise DataFormatError(f"{predictions} has {len(predicted)} sentences but {data} has {len(gold)}")

@@ -22,6 +22,7 @@ from typing import Iterator, Optional
 
 from clism.config import option
 from clism.data.textio import DataFormatError
+from clism.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,10 @@ def _write(records: Iterator[dict], out: Optional[str]) -> int:
 def _qa_records(opts: QAPredictOptions) -> list[dict]:
     if opts.input:
         if opts.question or opts.context:
-            raise ValueError("give either --input or --question with --context, not both")
+            raise InputError("give either --input or --question with --context, not both")
         return read_jsonl(opts.input, ("question", "context"))
     if not (opts.question and opts.context):
-        raise ValueError("give --question and --context, or --input FILE.jsonl")
+        raise InputError("give --question and --context, or --input FILE.jsonl")
     return [{"id": "1", "question": opts.question, "context": opts.context}]
 
 
@@ -105,7 +106,7 @@ def predict_qa(opts: QAPredictOptions) -> int:
     from clism.models.span_model import QUE_TOKEN, load_span_model, saved_head
 
     if not opts.model:
-        raise ValueError("give --model, a fine-tuned QA checkpoint directory")
+        raise InputError("give --model, a fine-tuned QA checkpoint directory")
     records = _qa_records(opts)
     head = saved_head(opts.model)
     model, tokenizer = load_span_model(opts.model, head)
@@ -122,10 +123,10 @@ def predict_qa(opts: QAPredictOptions) -> int:
 def _ner_records(opts: NERPredictOptions) -> list[dict]:
     if opts.input:
         if opts.text:
-            raise ValueError("give either --input or --text, not both")
+            raise InputError("give either --input or --text, not both")
         return read_jsonl(opts.input, (), either=("text", "words"))
     if not opts.text:
-        raise ValueError("give --text, or --input FILE.jsonl")
+        raise InputError("give --text, or --input FILE.jsonl")
     return [{"id": "1", "text": opts.text}]
 
 
@@ -156,7 +157,7 @@ def predict_ner(opts: NERPredictOptions) -> int:
     from clism.tasks.ner import load_token_classifier, predict_tags
 
     if not opts.model:
-        raise ValueError("give --model, a fine-tuned NER checkpoint directory")
+        raise InputError("give --model, a fine-tuned NER checkpoint directory")
     records = _ner_records(opts)
     sentences, offsets = [], []
     for r in records:

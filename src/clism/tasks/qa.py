@@ -25,6 +25,7 @@ from clism.config import option, save_config
 from clism.data.load import english_qa_training_set, load_qa
 from clism.data.qa import QAExample, read_squad_files
 from clism.data.registry import get_dataset, inventory
+from clism.errors import InputError, NotFoundError
 from clism.evaluation.qa_metrics import QAMetric, score_predictions
 from clism.tasks.runs import claim_run_folder, record_training, run_seeds, write_summary
 from clism.training.options import FinetuneOptions
@@ -141,7 +142,7 @@ def evaluation_sets(datasets: list[str], langs: list[str], split: str, cross_lin
                              for e in loaded[c_lang] if e.id in questions]
                     sets.append(EvalSet(dataset, f"{c_lang}-{q_lang}", c_lang, mixed, _gold(mixed)))
     if not sets:
-        raise FileNotFoundError(f"no evaluation data found for {datasets} (languages {langs or 'any'}, split "
+        raise NotFoundError(f"no evaluation data found for {datasets} (languages {langs or 'any'}, split "
                                 f"{split or 'default'}); see `clism data list`")
     return sets
 
@@ -222,7 +223,7 @@ def run_evaluate(opts: QAEvalOptions) -> dict:
     if opts.predictions:
         return score_file(opts)
     if not opts.model:
-        raise ValueError("give --model (a fine-tuned checkpoint) or --predictions with --data")
+        raise InputError("give --model (a fine-tuned checkpoint) or --predictions with --data")
     head = opts.head or saved_head(opts.model, default="linear")
     model, tokenizer = load_span_model(opts.model, head)
     out = Path(opts.out)
@@ -240,7 +241,7 @@ def score_file(opts: QAEvalOptions) -> dict:
     from clism.evaluation.qa_metrics import gold_answers_from_squad_json
 
     if not opts.data:
-        raise ValueError("--predictions needs --data (the SQuAD-format file to score against)")
+        raise InputError("--predictions needs --data (the SQuAD-format file to score against)")
     predictions = read_json(opts.predictions)
     if not isinstance(predictions, dict) or not all(isinstance(v, str) for v in predictions.values()):
         raise DataFormatError(f"{opts.predictions}: expected a JSON object mapping question id to answer text")

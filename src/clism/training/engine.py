@@ -34,6 +34,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from clism.config import ConfigError
+from clism.errors import InputError, NotFoundError, TrainingDivergedError
 from clism.training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
 
     settings.check()
     if not job.items:
-        raise ValueError(f"{job.name}: nothing to train on")
+        raise InputError(f"{job.name}: nothing to train on")
     trackers = _trackers(settings.report_to) if out is not None else []
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, log_with=trackers or None,
                               project_dir=str(out) if out is not None else None)
@@ -246,7 +247,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
 
     batches_per_epoch = len(job.batch_plan(0))
     if batches_per_epoch == 0:
-        raise ValueError(f"{job.name}: {len(job.items)} examples are fewer than one batch of {settings.batch_size}")
+        raise InputError(f"{job.name}: {len(job.items)} examples are fewer than one batch of {settings.batch_size}")
     total = total_steps(settings, batches_per_epoch)
     identity = {**job.identity, "seed": seed, "world_size": world}
 
@@ -273,7 +274,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
             accelerator.wait_for_everyone()
             saved = None
         if saved is None and require_checkpoint:
-            raise FileNotFoundError(f"--resume: no checkpoint in {out}")
+            raise NotFoundError(f"--resume: no checkpoint in {out}")
         if saved is None and accelerator.is_main_process and read_log(out):
             (out / "log.jsonl").unlink()  # the log of a run that left no checkpoint
         if saved is not None:
@@ -340,7 +341,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
                              and (out / "checkpoint").exists() else "")
                     parts_text = ", ".join(f"{k[5:]} {v.item():.4g}" for k, v in result.items()
                                            if k.startswith("loss_"))
-                    raise FloatingPointError(
+                    raise TrainingDivergedError(
                         f"{job.name}: loss is {result['loss'].item()} at step {step + 1}"
                         + (f" ({parts_text})" if parts_text else "") + f"; stopped{where}. Lower the learning "
                         "rate, or check the inputs of this step")
