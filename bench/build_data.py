@@ -20,7 +20,7 @@ from pathlib import Path
 
 CHILD = r"""
 import json, os, resource, sys, time
-from clism.data.build_instances import BuildDataOptions, build
+from clism.clism_data.instances import BuildDataOptions, build
 opts = BuildDataOptions(corpora=[], langs=["de", "es"], files=sys.argv[2].split(";"), out=sys.argv[1],
                         n_process=int(sys.argv[3]))
 t = time.perf_counter()
@@ -35,7 +35,7 @@ print(json.dumps({"total_s": total, "timings": timings, "peak_rss_mb": self_kb /
 
 
 def subset(lang3: str, pair: str, n: int, path: Path, data_dir: str | None) -> int:
-    from clism.data.load import iter_parallel
+    from clism.benchmarks.load import iter_parallel
 
     count = 0
     with open(path, "w", encoding="utf-8") as fh:

@@ -75,8 +75,8 @@ def main() -> None:
     from transformers import pipeline
 
     from clism.evaluation.qa_metrics import QAMetric, score_predictions
-    from clism.evaluation.qa_predict import predict
-    from clism.tasks.qa import evaluation_sets
+    from clism.tasks.qa.postprocess import predict
+    from clism.tasks.qa.run import evaluation_sets
 
     (eval_set,) = evaluation_sets([args.dataset], [args.lang], "", False, args.data_dir, args.questions)
     examples, metric = eval_set.examples, QAMetric("squad", args.lang)

@@ -1,6 +1,6 @@
 """Tokenisation for alignment, symmetrisation heuristics, and span projection by reason."""
-from clism.data.alignment import is_char_tokenized, symmetrize, token_strings, tokenize
-from clism.data.projection import ProjectionSettings, project
+from clism.clism_data.alignment import is_char_tokenized, symmetrize, token_strings, tokenize
+from clism.clism_data.projection import ProjectionSettings, project
 
 S = ProjectionSettings()
 

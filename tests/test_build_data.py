@@ -9,8 +9,8 @@ pytest.importorskip("spacy")
 pytest.importorskip("eflomal")
 
 from clism.cli import main  # noqa: E402
-from clism.data import build_instances  # noqa: E402
-from clism.data.build_instances import (BuildDataOptions, answer_concentration, build, check_instances,  # noqa: E402
+from clism.clism_data import instances as build_instances  # noqa: E402
+from clism.clism_data.instances import (BuildDataOptions, answer_concentration, build, check_instances,  # noqa: E402
                                         iter_instances)
 
 PEOPLE = ["Angela Merkel", "Barack Obama", "Marie Curie", "Albert Einstein", "Nelson Mandela", "Pablo Picasso"]

@@ -6,12 +6,12 @@ import pytest
 
 import tiny_models
 from clism.cli import main
-from clism.data.ner import NERSentence, read_ner
+from clism.benchmarks.ner import NERSentence, read_ner
 from clism.constants import IGNORE_INDEX
-from clism.data.ner_features import build_ner_features, word_windows
+from clism.tasks.ner.features import build_ner_features, word_windows
 from clism.evaluation.ner_metrics import entity_scores
 from clism.models import registry
-from clism.tasks.ner import NERFinetuneOptions, harmonise, predict_tags, run_finetune
+from clism.tasks.ner.run import NERFinetuneOptions, harmonise, predict_tags, run_finetune
 from conftest import write
 
 

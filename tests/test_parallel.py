@@ -1,7 +1,7 @@
 import pytest
 
-from clism.data.parallel import ParallelReport, iter_line_aligned, iter_tsv
-from clism.data.textio import DataFormatError
+from clism.benchmarks.parallel import ParallelReport, iter_line_aligned, iter_tsv
+from clism.benchmarks.textio import DataFormatError
 from conftest import write
 
 

@@ -6,7 +6,7 @@ from transformers import BertConfig, BertForTokenClassification
 
 import tiny_models
 from clism.cli import main
-from clism.data.alignment import tokenize
+from clism.clism_data.alignment import tokenize
 from clism.models.span_model import load_span_model
 from clism.tasks.predict import entities
 from conftest import write

@@ -111,7 +111,7 @@ def test_full_run_losses_fall_and_checkpoint_loads_for_finetuning(base, data_dir
     assert last["loss_cacr"] < first["loss_cacr"]
     assert last["loss_mlm"] > 0 and 0 <= last["data_wait_share"] < 1
     from clism.models.span_model import load_span_model
-    from clism.tasks.ner import load_token_classifier
+    from clism.tasks.ner.run import load_token_classifier
 
     model, tokenizer = load_span_model(str(out / "model"), "qass")
     from safetensors.torch import load_file

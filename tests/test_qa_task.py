@@ -8,12 +8,12 @@ import torch
 
 import tiny_models
 from clism.cli import main
-from clism.data.qa import Answer, QAExample
-from clism.data.qa_features import build_features
-from clism.evaluation.qa_predict import best_spans
+from clism.benchmarks.qa import Answer, QAExample
+from clism.tasks.qa.features import build_features
+from clism.tasks.qa.postprocess import best_spans
 from clism.models import registry
 from clism.models.span_model import QUE_TOKEN, ensure_que_token, load_span_model
-from clism.tasks.qa import QAEvalOptions, QAFinetuneOptions, few_shot_sample, run_evaluate, run_finetune
+from clism.tasks.qa.run import QAEvalOptions, QAFinetuneOptions, few_shot_sample, run_evaluate, run_finetune
 from conftest import squad_json, write
 
 SCRIPTS = [
@@ -136,7 +136,7 @@ def test_both_heads_learn_on_a_tiny_model(tmp_path, head):
     que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN) if head == "qass" else None
     examples = examples_for(SCRIPTS)
     features, _ = build_features(examples, tokenizer, max_length=96, que_token_id=que_id, training=True)
-    from clism.data.qa_features import collate
+    from clism.tasks.qa.features import collate
     from clism.training.engine import Job, length_grouped_batches, train
     from clism.training.settings import TrainSettings
 
@@ -196,7 +196,7 @@ def test_scoring_a_prediction_file_needs_no_model(tmp_path, capsys):
 
 
 def test_cross_lingual_pairs_mix_question_and_context_languages(mirror):
-    from clism.tasks.qa import evaluation_sets
+    from clism.tasks.qa.run import evaluation_sets
 
     sets = {s.lang: s for s in evaluation_sets(["xquad"], ["de", "en"], "", True, str(mirror))}
     assert set(sets) == {"de", "en", "de-en", "en-de"}

@@ -1,7 +1,7 @@
 import pytest
 
-from clism.data.ner import entity_types, iter_ner, read_ner, to_iob2
-from clism.data.textio import DataFormatError
+from clism.benchmarks.ner import entity_types, iter_ner, read_ner, to_iob2
+from clism.benchmarks.textio import DataFormatError
 from conftest import write
 
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from clism.data.qa import read_squad, read_squad_files, to_squad_json
-from clism.data.textio import DataFormatError
+from clism.benchmarks.qa import read_squad, read_squad_files, to_squad_json
+from clism.benchmarks.textio import DataFormatError
 from conftest import squad_json, write
 
 

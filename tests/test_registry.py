@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from clism.data import registry
-from clism.data.load import english_qa_training_set, iter_parallel, load_ner, load_qa, remove_overlap
-from clism.data.registry import (
+from clism.benchmarks import registry
+from clism.benchmarks.load import english_qa_training_set, iter_parallel, load_ner, load_qa, remove_overlap
+from clism.benchmarks.registry import (
     DATASETS, DataNotFoundError, Download, Resource, get_dataset, inventory, locate,
 )
 from conftest import XQUAD_CONTEXT

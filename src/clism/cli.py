@@ -58,7 +58,7 @@ class ModelCheckOptions:
 
 
 def cmd_data_list(opts: DataListOptions) -> int:
-    from clism.data.registry import DATASETS, DataNotFoundError, default_cache_dir, inventory, mirror_dir
+    from clism.benchmarks.registry import DATASETS, DataNotFoundError, default_cache_dir, inventory, mirror_dir
 
     mirror = mirror_dir(opts.data_dir)
     if mirror is not None and not mirror.is_dir():
@@ -96,8 +96,8 @@ def cmd_data_list(opts: DataListOptions) -> int:
 
 
 def cmd_data_verify(opts: DataVerifyOptions) -> int:
-    from clism.data.registry import get_dataset
-    from clism.data.verify import verify
+    from clism.benchmarks.registry import get_dataset
+    from clism.benchmarks.verify import verify
 
     if not opts.name:
         raise ConfigError("name the dataset to verify, e.g. `clism data verify xquad`")
@@ -113,8 +113,8 @@ def cmd_data_verify(opts: DataVerifyOptions) -> int:
 
 
 def cmd_data_english_qa(opts: EnglishQAOptions) -> int:
-    from clism.data.load import english_qa_training_set
-    from clism.data.qa import write_squad_json
+    from clism.benchmarks.load import english_qa_training_set
+    from clism.benchmarks.qa import write_squad_json
 
     examples, report = english_qa_training_set(opts.data_dir, include_tydiqa=opts.include_tydiqa)
     out = write_squad_json(examples, opts.out)
@@ -178,7 +178,7 @@ def _evaluate(run) -> Callable[[object], int]:
 def cmd_build_data(opts) -> int:
     import json
 
-    from clism.data.build_instances import (answer_concentration, build, check_instances, concentration_report,
+    from clism.clism_data.instances import (answer_concentration, build, check_instances, concentration_report,
                                             quality_report)
 
     manifest_path = Path(opts.out) / "manifest.json"
@@ -252,9 +252,11 @@ def cmd_quickstart(opts) -> int:
 
 Command = tuple[type, Callable[[object], int], str, tuple[str, ...]]
 
-from clism.tasks import ner, predict, qa  # noqa: E402
+from clism.tasks import predict  # noqa: E402
+from clism.tasks.ner import run as ner  # noqa: E402
+from clism.tasks.qa import run as qa  # noqa: E402
 
-from clism.data.build_instances import BuildDataOptions  # noqa: E402
+from clism.clism_data.instances import BuildDataOptions  # noqa: E402
 from clism.experiments.grid import ReproduceOptions  # noqa: E402
 from clism.experiments.quickstart import QuickstartOptions  # noqa: E402
 from clism.pretraining.options import PretrainOptions  # noqa: E402

@@ -131,7 +131,7 @@ class ReproduceOptions:
 
 
 def load_grid(path: str | Path) -> GridConfig:
-    from clism.data.build_instances import BuildDataOptions
+    from clism.clism_data.instances import BuildDataOptions
     from clism.pretraining.options import PretrainOptions
 
     grid = from_dict(GridConfig, load_file(path), str(path))
@@ -149,8 +149,8 @@ def load_grid(path: str | Path) -> GridConfig:
         if clash:
             raise ConfigError(f"{path}: {section}: {clash} are set by the grid per arm; remove them")
         from_dict(cls, values, f"{path}: {section}")  # unknown or ill-typed options fail here, not hours later
-    from clism.tasks.ner import NERFinetuneOptions
-    from clism.tasks.qa import QAFinetuneOptions
+    from clism.tasks.ner.run import NERFinetuneOptions
+    from clism.tasks.qa.run import QAFinetuneOptions
 
     for section, cls in (("qa", QAFinetuneOptions), ("ner", NERFinetuneOptions)):
         budget = getattr(grid, section)
@@ -224,7 +224,7 @@ def clism_data_dir(grid: GridConfig) -> Path:
 
 
 def ensure_clism_data(grid: GridConfig, data_dir: str | None) -> Path:
-    from clism.data.build_instances import BuildDataOptions, build, quality_report
+    from clism.clism_data.instances import BuildDataOptions, build, quality_report
 
     out = clism_data_dir(grid)
     if not (out / "manifest.json").is_file():
@@ -314,7 +314,7 @@ def machine() -> dict:
 def run_cell(grid: GridConfig, cell: Cell, model: str, data_dir: str | None) -> None:
     out = cell_dir(grid, cell)
     if cell.task == "qa":
-        from clism.tasks.qa import QAFinetuneOptions, run_finetune
+        from clism.tasks.qa.run import QAFinetuneOptions, run_finetune
 
         qa = grid.qa
         zero = cell.setting == "zero-shot"
@@ -327,7 +327,7 @@ def run_cell(grid: GridConfig, cell: Cell, model: str, data_dir: str | None) -> 
             max_eval_examples=qa.max_eval_examples, mixed_precision=qa.mixed_precision, data_dir=data_dir,
             out=str(out), save_model=False, **qa.options))
     else:
-        from clism.tasks.ner import NERFinetuneOptions, run_finetune
+        from clism.tasks.ner.run import NERFinetuneOptions, run_finetune
 
         ner = grid.ner
         run_finetune(NERFinetuneOptions(

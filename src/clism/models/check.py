@@ -58,8 +58,8 @@ def reference_tokenizer_file() -> Path:
 
 
 def check_sentences(data_dir: str | Path | None, per_lang: int = 50) -> dict[str, list[str]]:
-    from clism.data.load import iter_parallel
-    from clism.data.registry import DataNotFoundError
+    from clism.benchmarks.load import iter_parallel
+    from clism.benchmarks.registry import DataNotFoundError
 
     sentences = {lang: list(texts) for lang, texts in CHECK_SENTENCES.items()}
     for lang, code in FLORES_CODES.items():
@@ -118,7 +118,7 @@ def tatoeba_retrieval(model, tokenizer, lang: str, data_dir: str | Path | None, 
     """
     import torch
 
-    from clism.data.load import iter_parallel
+    from clism.benchmarks.load import iter_parallel
 
     pairs = list(iter_parallel("tatoeba_laser", lang, data_dir=data_dir))
     if len(pairs) < n:

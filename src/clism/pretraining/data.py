@@ -63,7 +63,7 @@ class PretrainFeature:
 
 
 def load_instances(directory: str | Path) -> list[dict]:
-    from clism.data.build_instances import iter_instances
+    from clism.clism_data.instances import iter_instances
 
     instances = list(iter_instances(directory))
     if not instances:

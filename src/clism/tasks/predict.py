@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from clism.config import option
-from clism.data.textio import DataFormatError
+from clism.benchmarks.textio import DataFormatError
 from clism.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,8 @@ def _qa_records(opts: QAPredictOptions) -> list[dict]:
 
 
 def predict_qa(opts: QAPredictOptions) -> int:
-    from clism.data.qa import QAExample
-    from clism.evaluation.qa_predict import predict_spans
+    from clism.benchmarks.qa import QAExample
+    from clism.tasks.qa.postprocess import predict_spans
     from clism.models.span_model import QUE_TOKEN, load_span_model, saved_head
 
     if not opts.model:
@@ -152,9 +152,9 @@ def entities(words: list[str], tags: list[str], offsets: list[tuple[int, int]] |
 
 
 def predict_ner(opts: NERPredictOptions) -> int:
-    from clism.data.alignment import tokenize
-    from clism.data.ner import NERSentence
-    from clism.tasks.ner import load_token_classifier, predict_tags
+    from clism.clism_data.alignment import tokenize
+    from clism.benchmarks.ner import NERSentence
+    from clism.tasks.ner.run import load_token_classifier, predict_tags
 
     if not opts.model:
         raise InputError("give --model, a fine-tuned NER checkpoint directory")

@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from clism.config import option
-from clism.data.alignment import is_char_tokenized, read_links, run_eflomal, symmetrize, token_strings, tokenize
-from clism.data.parallel import ParallelReport, iter_line_aligned, iter_tsv
-from clism.data.projection import ProjectionSettings, project
-from clism.data.registry import get_dataset, locate, sha256_of
-from clism.data.spans import DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishSpan, load_spacy, english_spans
+from clism.clism_data.alignment import is_char_tokenized, read_links, run_eflomal, symmetrize, token_strings, tokenize
+from clism.benchmarks.parallel import ParallelReport, iter_line_aligned, iter_tsv
+from clism.clism_data.projection import ProjectionSettings, project
+from clism.benchmarks.registry import get_dataset, locate, sha256_of
+from clism.clism_data.spans import DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishSpan, load_spacy, english_spans
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def stage_spans(lang: str, work: Path, opts: BuildDataOptions, total: int) -> No
 
 
 def alignment_cache_dir() -> Path:
-    from clism.data.registry import default_cache_dir
+    from clism.benchmarks.registry import default_cache_dir
 
     return Path(os.environ.get("CLISM_ALIGNMENT_CACHE") or default_cache_dir().parent / "alignments")
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Optional
 
 from clism.config import option, save_config
-from clism.data.load import load_ner
-from clism.data.ner import NERSentence, entity_types, read_ner, to_iob2
-from clism.data.registry import get_dataset, inventory
+from clism.benchmarks.load import load_ner
+from clism.benchmarks.ner import NERSentence, entity_types, read_ner, to_iob2
+from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.evaluation.ner_metrics import entity_scores
 from clism.tasks.runs import claim_run_folder, record_training, run_seeds, write_summary
@@ -83,7 +83,7 @@ def predict_tags(model, tokenizer, sentences: list[NERSentence], max_length: int
     import torch
     from tqdm.auto import tqdm
 
-    from clism.data.ner_features import build_ner_features, collate_ner
+    from clism.tasks.ner.features import build_ner_features, collate_ner
 
     started = time.perf_counter()
     id2label = {int(k): v for k, v in model.config.id2label.items()}
@@ -185,7 +185,7 @@ def training_sentences(opts: NERFinetuneOptions) -> list[NERSentence]:
 
 def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: int, sets: list[NEREvalSet],
                       run_dir: Path) -> dict:
-    from clism.data.ner_features import build_ner_features, collate_ner
+    from clism.tasks.ner.features import build_ner_features, collate_ner
     from clism.training.engine import Job, length_grouped_batches, remove_checkpoint, train
 
     chosen = pool if not opts.train_examples or opts.train_examples >= len(pool) else \
@@ -236,7 +236,7 @@ def run_evaluate(opts: NEREvalOptions) -> dict:
 
 def score_file(predictions: str, data: str | None) -> dict:
     """Compare a predicted tag file with a gold file sentence by sentence, word by word."""
-    from clism.data.textio import DataFormatError
+    from clism.benchmarks.textio import DataFormatError
 
     if not data:
         raise InputError("--predictions needs --data (the gold file)")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from clism.data.textio import DataFormatError, read_json
+from clism.benchmarks.textio import DataFormatError, read_json
 
 log = logging.getLogger(__name__)
 

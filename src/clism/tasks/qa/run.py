@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Optional
 
 from clism.config import option, save_config
-from clism.data.load import english_qa_training_set, load_qa
-from clism.data.qa import QAExample, read_squad_files
-from clism.data.registry import get_dataset, inventory
+from clism.benchmarks.load import english_qa_training_set, load_qa
+from clism.benchmarks.qa import QAExample, read_squad_files
+from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.evaluation.qa_metrics import QAMetric, score_predictions
 from clism.tasks.runs import claim_run_folder, record_training, run_seeds, write_summary
@@ -157,7 +157,7 @@ def metric_for(dataset: str, answer_lang: str, name: str = "", whitespace_fallba
 def evaluate_model(model, tokenizer, sets: list[EvalSet], out_dir: Path, head: str, max_length: int,
                    doc_stride: int, batch_size: int, metric_name: str = "", whitespace_fallback: bool = False
                    ) -> dict:
-    from clism.evaluation.qa_predict import predict
+    from clism.tasks.qa.postprocess import predict
     from clism.models.span_model import QUE_TOKEN
 
     que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN) if head == "qass" else None
@@ -179,7 +179,7 @@ def evaluate_model(model, tokenizer, sets: list[EvalSet], out_dir: Path, head: s
 
 def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int, sets: list[EvalSet],
                       run_dir: Path) -> dict:
-    from clism.data.qa_features import build_features, collate
+    from clism.tasks.qa.features import build_features, collate
     from clism.models.span_model import QUE_TOKEN, load_span_model
     from clism.training.engine import Job, length_grouped_batches, remove_checkpoint, train
 
@@ -237,7 +237,7 @@ def run_evaluate(opts: QAEvalOptions) -> dict:
 
 def score_file(opts: QAEvalOptions) -> dict:
     """Score a prediction file against a SQuAD-format file: no model needed."""
-    from clism.data.textio import DataFormatError, read_json
+    from clism.benchmarks.textio import DataFormatError, read_json
     from clism.evaluation.qa_metrics import gold_answers_from_squad_json
 
     if not opts.data:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from clism.data.qa import QAExample
+from clism.benchmarks.qa import QAExample
 from clism.errors import InputError
 
 

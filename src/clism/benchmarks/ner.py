@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from clism.data.textio import DataFormatError, iter_lines
+from clism.benchmarks.textio import DataFormatError, iter_lines
 
 _TAG = re.compile(r"^(O|[BIES]-[A-Za-z][\w.-]*)$")
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clism.data.ner import read_ner
-from clism.data.parallel import ParallelReport, iter_line_aligned
-from clism.data.qa import read_squad_files
-from clism.data.registry import (
+from clism.benchmarks.ner import read_ner
+from clism.benchmarks.parallel import ParallelReport, iter_line_aligned
+from clism.benchmarks.qa import read_squad_files
+from clism.benchmarks.registry import (
     DatasetSpec, Located, Resource, inventory, locate, mirror_dir, sha256_of,
 )
-from clism.data.textio import DataFormatError
+from clism.benchmarks.textio import DataFormatError
 
 
 @dataclass

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from clism.data.ner import NERSentence, read_ner
-from clism.data.parallel import ParallelPair, ParallelReport, iter_line_aligned
-from clism.data.qa import QAExample, ReadReport, read_squad_files
-from clism.data.registry import get_dataset, locate
+from clism.benchmarks.ner import NERSentence, read_ner
+from clism.benchmarks.parallel import ParallelPair, ParallelReport, iter_line_aligned
+from clism.benchmarks.qa import QAExample, ReadReport, read_squad_files
+from clism.benchmarks.registry import get_dataset, locate
 from clism.errors import InputError
 
 log = logging.getLogger(__name__)

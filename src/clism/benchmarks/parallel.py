@@ -11,7 +11,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Iterator
 
-from clism.data.textio import DataFormatError, iter_lines
+from clism.benchmarks.textio import DataFormatError, iter_lines
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clism.data.ner import NERSentence
+from clism.benchmarks.ner import NERSentence
 
 from clism.constants import IGNORE_INDEX
 

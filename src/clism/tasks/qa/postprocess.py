@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clism.data.qa import QAExample
-from clism.data.qa_features import QAFeature, collate
+from clism.benchmarks.qa import QAExample
+from clism.tasks.qa.features import QAFeature, collate
 
 
 @dataclass
@@ -104,7 +104,7 @@ def best_spans(examples: list[QAExample], features: list[QAFeature],
 def predict_spans(model, tokenizer, examples: list[QAExample], max_length: int = 384, doc_stride: int = 128,
                   batch_size: int = 0, que_token_id: int | None = None, n_best: int = 20,
                   max_answer_tokens: int = 30, desc: str = "predict") -> tuple[dict[str, Span], PredictStats]:
-    from clism.data.qa_features import build_features
+    from clism.tasks.qa.features import build_features
 
     started = time.perf_counter()
     features, report = build_features(examples, tokenizer, max_length, doc_stride, que_token_id=que_token_id)

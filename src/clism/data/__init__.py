@@ -1,1 +1,0 @@
-"""Datasets: where files come from (registry), and readers that turn them into records."""

@@ -1,0 +1,1 @@
+"""NER: word-level windows, fine-tuning and evaluation runs."""
