@@ -68,12 +68,12 @@ def test_instances_match_offsets_and_the_manifest_counts(tmp_path, monkeypatch):
     assert de["input"]["duplicate"] == 1 and de["input"]["too_long"] == 1 and de["input"]["kept"] == 48
     n, problems = check_instances(tmp_path / "a")
     assert n == de["output"]["instances"] > 30 and problems == []
-    names = {a["en_text"]: a["text"] for inst in iter_instances(tmp_path / "a") for a in inst["answers"]}
+    names = {a.en_text: a.text for inst in iter_instances(tmp_path / "a") for a in inst.answers}
     assert names["Vienna"] == "Wien" and names["Angela Merkel"] == "Angela Merkel"
     projected = de["output"]["proxy_projected"]
     assert projected and de["output"]["proxy_exact"] / projected > 0.8  # names copied verbatim land on themselves
     for inst in iter_instances(tmp_path / "a"):
-        assert inst["en_masked"].count("[QUE]") == len(inst["answers"]) >= 1
+        assert inst.en_masked.count("[QUE]") == len(inst.answers) >= 1
 
 
 def test_two_builds_are_byte_identical(tmp_path):
@@ -117,7 +117,7 @@ def test_cli_report(tmp_path, capsys):
 def test_max_answer_repeats_caps_each_english_answer_and_counts_the_rest(tmp_path):
     uncapped = build(options(tmp_path, "all"))["languages"]["de"]["output"]
     capped = build(options(tmp_path, "capped", max_answer_repeats=2))["languages"]["de"]["output"]
-    uses = Counter(a["en_text"].casefold() for inst in iter_instances(tmp_path / "capped") for a in inst["answers"])
+    uses = Counter(a.en_text.casefold() for inst in iter_instances(tmp_path / "capped") for a in inst.answers)
     assert max(uses.values()) == 2 and len(uses) >= 10  # every person and city still there, twice at most
     assert capped["answers"] < uncapped["answers"]
     assert capped["rejected_repeated_answer"] >= uncapped["answers"] - capped["answers"] > 0

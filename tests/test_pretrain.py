@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import tiny_models
+from clism.clism_data.instance import Instance
 from clism.pretraining.data import PairTemplate, build_pretrain_features, mask_tokens
 from clism.pretraining.model import CLISMPretrainModel
 from clism.pretraining.train import PretrainOptions, pretrain, read_log
@@ -20,7 +21,7 @@ PLACES = [("Berlin", "Berlin"), ("Vienna", "Wien"), ("Rome", "Rom"), ("Cairo", "
           ("Lisbon", "Lissabon"), ("Prague", "Prag"), ("Warsaw", "Warschau")]
 
 
-def instances() -> list[dict]:
+def records() -> list[dict]:
     out = []
     for i, (p_en, p_de) in enumerate(PEOPLE):
         for j, (c_en, c_de) in enumerate(PLACES):
@@ -39,11 +40,15 @@ def instances() -> list[dict]:
     return out
 
 
+def instances() -> list[Instance]:
+    return [Instance.from_json(r) for r in records()]
+
+
 @pytest.fixture
 def data_dir(tmp_path) -> Path:
     d = tmp_path / "data"
     (d / "instances").mkdir(parents=True)
-    (d / "instances" / "de-00000.jsonl").write_text("".join(json.dumps(x) + "\n" for x in instances()))
+    (d / "instances" / "de-00000.jsonl").write_text("".join(json.dumps(x) + "\n" for x in records()))
     return d
 
 
@@ -72,7 +77,7 @@ def test_features_point_each_que_at_its_answer(base):
     for inst, f in zip(instances()[:3], features):
         assert [f.joint_ids[q] for q in f.que_positions] == [que, que]
         answers = [tokenizer.decode(f.joint_ids[a: b + 1]).replace(" ", "") for a, b in zip(f.answer_starts, f.answer_ends)]
-        assert answers == [a["text"].replace(" ", "") for a in inst["answers"]]
+        assert answers == [a.text.replace(" ", "") for a in inst.answers]
     assert stats["answers_used"] == 6
 
 

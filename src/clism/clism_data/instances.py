@@ -13,12 +13,7 @@ Then ``manifest.json``: counts per language, spans per instance, rejections by r
 the configuration and the input checksums. Instances and manifest are byte-identical
 for the same input and settings; timings go to ``timings.json``.
 
-An instance::
-
-    {"id": "ar-0000042", "lang": "ar", "source": "flores200:43",
-     "en_masked": "[QUE] was born in [QUE] .", "en": "Obama was born in Hawaii .",
-     "target": "...", "answers": [{"text": "...", "start": 0, "end": 5, "type": "PERSON",
-     "score": 1.0, "en_text": "Obama", "en_start": 0, "en_end": 5}, ...]}
+An instance is a ``clism.clism_data.instance.Instance``, one JSON object per line.
 """
 from __future__ import annotations
 
@@ -42,6 +37,7 @@ from clism.clism_data.spans import DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, En
 
 log = logging.getLogger(__name__)
 
+from clism.clism_data.instance import Instance, ProjectedAnswer, iter_instances  # noqa: F401 (re-exported)
 from clism.constants import QUE_TOKEN
 from clism.errors import InputError
 SPAN_REJECTIONS = ("stop_words_only", "too_many_words", "partial_word")
@@ -242,7 +238,7 @@ def _answer_key(text: str) -> str:
 
 def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: list[EnglishSpan],
                   links: set[tuple[int, int]], settings: ProjectionSettings, stats: Counter,
-                  answer_uses: Counter, max_answer_repeats: int) -> dict | None:
+                  answer_uses: Counter, max_answer_repeats: int) -> Instance | None:
     """``answer_uses`` counts, across the language, how often each English answer was kept."""
     src_tokens, tgt_tokens = tokenize(en), tokenize(tgt)
     char_target = is_char_tokenized(tgt)
@@ -280,12 +276,9 @@ def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: 
     stats["instances"] += 1
     stats["answers"] += len(answers)
     stats[f"spans_per_instance_{min(len(answers), 5)}{'+' if len(answers) >= 5 else ''}"] += 1
-    return {
-        "id": f"{lang}-{index:07d}", "lang": lang, "source": source, "en_masked": "".join(masked), "en": en,
-        "target": tgt,
-        "answers": [{"text": tgt[p.start: p.end], "start": p.start, "end": p.end, "type": s.label, "score": p.score,
-                     "en_text": en[s.start: s.end], "en_start": s.start, "en_end": s.end} for s, p in answers],
-    }
+    return Instance(f"{lang}-{index:07d}", lang, source, "".join(masked), en, tgt, tuple(
+        ProjectedAnswer(tgt[p.start: p.end], p.start, p.end, s.label, p.score, en[s.start: s.end], s.start, s.end)
+        for s, p in answers))
 
 
 def _occurrences(text: str, needle: str) -> set[tuple[int, int]]:
@@ -335,7 +328,7 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
                 instance = make_instance(k * opts.shard_size + offset, lang, en, tgt, source, spans, links,
                                          settings, stats, answer_uses, opts.max_answer_repeats)
                 if instance is not None:
-                    lines.append(_dumps(instance) + "\n")
+                    lines.append(_dumps(instance.to_json()) + "\n")
                 bar.update(1)
             _atomic_write(path, "".join(lines))
             _atomic_write(stats_path, json.dumps(dict(sorted(stats.items())), indent=1))
@@ -424,7 +417,7 @@ def answer_concentration(directory: str | Path, top: int = 5) -> dict[str, dict]
     stock names (Tom, Mary), and a span model can learn them instead of learning to align."""
     by_lang: dict[str, Counter] = {}
     for inst in iter_instances(directory):
-        by_lang.setdefault(inst["lang"], Counter()).update(_answer_key(a["en_text"]) for a in inst["answers"])
+        by_lang.setdefault(inst.lang, Counter()).update(_answer_key(a.en_text) for a in inst.answers)
     return {lang: {"answers": sum(c.values()), "distinct": len(c), "top": c.most_common(top)}
             for lang, c in by_lang.items()}
 
@@ -445,17 +438,5 @@ def check_instances(directory: str | Path) -> tuple[int, list[str]]:
     n, problems = 0, []
     for inst in iter_instances(directory):
         n += 1
-        if inst["en_masked"].count(QUE_TOKEN) != len(inst["answers"]):
-            problems.append(f"{inst['id']}: {inst['en_masked'].count(QUE_TOKEN)} [QUE] but {len(inst['answers'])} answers")
-        for a in inst["answers"]:
-            if inst["target"][a["start"]: a["end"]] != a["text"] or inst["en"][a["en_start"]: a["en_end"]] != a["en_text"]:
-                problems.append(f"{inst['id']}: answer {a['text']!r} does not match its offsets")
+        problems += inst.problems()
     return n, problems
-
-
-def iter_instances(directory: str | Path) -> Iterator[dict]:
-    """Read every instance of a build, shard by shard, in order."""
-    for path in sorted((Path(directory) / "instances").glob("*.jsonl")):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                yield json.loads(line)

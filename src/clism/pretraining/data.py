@@ -21,6 +21,7 @@ from typing import Iterable
 
 import torch
 
+from clism.clism_data.instance import Instance
 from clism.constants import IGNORE_INDEX
 from clism.errors import InputError, NotFoundError
 
@@ -62,8 +63,8 @@ class PretrainFeature:
     answer_tokens: list[int] = field(default_factory=list)  # joint positions inside answers (kept from MLM)
 
 
-def load_instances(directory: str | Path) -> list[dict]:
-    from clism.clism_data.instances import iter_instances
+def load_instances(directory: str | Path) -> list[Instance]:
+    from clism.clism_data.instance import iter_instances
 
     instances = list(iter_instances(directory))
     if not instances:
@@ -71,16 +72,16 @@ def load_instances(directory: str | Path) -> list[dict]:
     return instances
 
 
-def build_pretrain_features(instances: Iterable[dict], tokenizer, que_token_id: int, max_side_tokens: int = 128,
+def build_pretrain_features(instances: Iterable[Instance], tokenizer, que_token_id: int, max_side_tokens: int = 128,
                             use_clism: bool = True) -> tuple[list[PretrainFeature], Counter]:
     template = PairTemplate.of(tokenizer)
     backend = tokenizer.backend_tokenizer
     stats: Counter = Counter()
     features = []
     for inst in instances:
-        english_text = inst["en_masked"] if use_clism else inst["en"]
+        english_text = inst.en_masked if use_clism else inst.en
         en = backend.encode(english_text, add_special_tokens=False)
-        tgt = backend.encode(inst["target"], add_special_tokens=False)
+        tgt = backend.encode(inst.target, add_special_tokens=False)
         en_ids, tgt_ids = en.ids[:max_side_tokens], tgt.ids[:max_side_tokens]
         tgt_offsets = tgt.offsets[:max_side_tokens]
         stats["instances"] += 1
@@ -94,15 +95,15 @@ def build_pretrain_features(instances: Iterable[dict], tokenizer, que_token_id: 
         que_positions, starts, ends, inside = [], [], [], []
         if use_clism:
             all_que = [i for i, tok in enumerate(en.ids) if tok == que_token_id]
-            if len(all_que) != len(inst["answers"]):
-                raise InputError(f"instance {inst['id']}: {len(all_que)} [QUE] tokens but {len(inst['answers'])} "
+            if len(all_que) != len(inst.answers):
+                raise InputError(f"instance {inst.id}: {len(all_que)} [QUE] tokens but {len(inst.answers)} "
                                  f"answers; was the tokenizer given [QUE] as a special token?")
-            for q, answer in zip(all_que, inst["answers"]):
+            for q, answer in zip(all_que, inst.answers):
                 stats["answers"] += 1
                 if q >= max_side_tokens:
                     stats["answers_dropped_que_truncated"] += 1
                     continue
-                span = _token_span(tgt_offsets, answer["start"], answer["end"])
+                span = _token_span(tgt_offsets, answer.start, answer.end)
                 que_positions.append(e_start + q)
                 if span is None:
                     stats["answers_dropped_target_truncated"] += 1
@@ -113,7 +114,7 @@ def build_pretrain_features(instances: Iterable[dict], tokenizer, que_token_id: 
                 starts.append(t_start + span[0])
                 ends.append(t_start + span[1])
                 inside.extend(range(t_start + span[0], t_start + span[1] + 1))
-        english = template.single_prefix + backend.encode(inst["en"], add_special_tokens=False).ids[
+        english = template.single_prefix + backend.encode(inst.en, add_special_tokens=False).ids[
             :max_side_tokens] + template.single_suffix
         features.append(PretrainFeature(joint, e_start, e_end, t_start, t_end, que_positions, starts, ends,
                                         english, inside))
