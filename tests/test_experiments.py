@@ -10,7 +10,7 @@ from clism.cli import main
 from clism.config import ConfigError
 from clism.experiments.grid import cells_of, load_grid
 from clism.experiments.report import build_report
-from test_pretrain import instances
+from test_pretrain import records
 
 
 def tiny_base(tmp_path):
@@ -23,7 +23,7 @@ def tiny_base(tmp_path):
 def clism_data(directory):
     """Instances written directly, standing in for `clism build-data` (tested on its own)."""
     (directory / "instances").mkdir(parents=True)
-    (directory / "instances" / "de-00000.jsonl").write_text("".join(json.dumps(x) + "\n" for x in instances()))
+    (directory / "instances" / "de-00000.jsonl").write_text("".join(json.dumps(x) + "\n" for x in records()))
     (directory / "manifest.json").write_text(json.dumps({"languages": {"de": {
         "input": {"kept": 40}, "output": {"instances": 40, "answers": 80}}}}))
 
