@@ -173,3 +173,11 @@ def test_every_grid_file_loads_and_experiments_are_a_few_lines():
     for path in (configs / "experiments").glob("*.yaml"):
         lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
         assert lines[0].startswith("extends:") and len(lines) <= 20, path
+
+
+def test_a_missing_tracker_is_named(tmp_path, monkeypatch):
+    import accelerate.utils
+
+    monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: False)
+    with pytest.raises(ConfigError, match="wandb package is not installed"):
+        train(qa_job(), TrainSettings(batch_size=2, max_steps=1, report_to="wandb"), seed=1, out=tmp_path / "run")

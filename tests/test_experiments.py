@@ -110,7 +110,7 @@ def test_an_arm_pre_trained_with_other_settings_is_refused(mirror, tmp_path):
     grid = load_grid(grid_file(tmp_path))
     ensure_arm(grid, "full", str(mirror))
     grid.pretrain["lr"] = 5e-4
-    with pytest.raises(ConfigError, match="lr: 0.001 there, 0.0005 in the grid"):
+    with pytest.raises(ConfigError, match="lr: 0.001 then, 0.0005 now"):
         ensure_arm(grid, "full", str(mirror))
 
 

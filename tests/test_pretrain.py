@@ -226,3 +226,19 @@ def test_pair_template_of_bert_and_xlmr_styles(base):
     t = PairTemplate.of(AutoTokenizer.from_pretrained(base))
     assert t.pair_prefix == [0] and t.pair_middle == [2, 2] and t.pair_suffix == [2]
     assert (t.single_prefix, t.single_suffix) == ([0], [2])
+
+
+def test_a_rerun_continues_refuses_other_settings_or_overwrites(base, data_dir, tmp_path):
+    from clism.config import ConfigError
+
+    out = tmp_path / "rerun"
+    first = pretrain(opts(base, data_dir, out, max_steps=4))
+    stamp = (out / "model" / "model.safetensors").stat().st_mtime_ns
+    assert pretrain(opts(base, data_dir, out, max_steps=4)) == first  # finished: nothing to do
+    assert (out / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match=r"lr: 0.003 then, 0.001 now.*--overwrite"):
+        pretrain(opts(base, data_dir, out, max_steps=4, lr=1e-3))
+    with pytest.raises(ConfigError, match=r"lr: 0.003 then, 0.001 now.*--overwrite"):  # no checkpoint either
+        pretrain(opts(base, data_dir, out, max_steps=4, lr=1e-3, checkpoint_every=0))
+    again = pretrain(opts(base, data_dir, out, max_steps=4, lr=1e-3, overwrite=True))
+    assert again["identity"]["lr"] == 1e-3 and [r["step"] for r in read_log(out)] == [1, 2, 3, 4]

@@ -206,6 +206,13 @@ def load_config(cls: type[T], path: str | Path) -> T:
     return from_dict(cls, data, str(path))
 
 
+def differences(saved: dict, wanted: dict) -> list[str]:
+    """``"name: then-value then, now-value now"`` for every setting that differs (for messages)."""
+    wanted = json.loads(json.dumps(wanted))  # tuples and lists compare as a saved file reads them
+    keys = sorted(set(saved) | set(wanted))
+    return [f"{k}: {saved.get(k)!r} then, {wanted.get(k)!r} now" for k in keys if saved.get(k) != wanted.get(k)]
+
+
 def with_defaults(cls: type, saved: dict) -> dict:
     """A saved config with every option it lacks at its default: a run saved before an option
     existed ran as that option's default does."""

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Optional
 
 from clism.config import ConfigError, from_dict, load_file, option
-from clism.training.settings import NOT_LEARNING
 
 log = logging.getLogger(__name__)
 
@@ -266,25 +265,21 @@ def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
     return str(out / "model")
 
 
-# Where an arm's files live and how often it logs do not change what it learns.
-NOT_BUDGET = NOT_LEARNING + ("data",)
-
-
 def check_same_budget(out: Path, opts, arm: str) -> None:
     """An arm found in the work folder must have been pre-trained with the grid's settings,
     or the comparison between arms would not be the equal-budget one the grid promises."""
-    from clism.config import load_file, with_defaults
+    from clism.config import differences, load_file, with_defaults
 
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
         return
     saved = with_defaults(type(opts), load_file(saved_path))
-    wanted = dataclasses.asdict(opts)
-    differences = [f"{k}: {saved.get(k)!r} there, {v!r} in the grid" for k, v in wanted.items()
-                   if k not in NOT_BUDGET and saved.get(k) != v]
-    if differences:
-        raise ConfigError(f"arm {arm}: {saved_path} was pre-trained with other settings ({'; '.join(differences)}). "
-                          f"Delete {out} to pre-train it again, or make the grid's pretrain section match")
+    wanted = opts.learning_identity()
+    diff = differences({k: saved.get(k) for k in wanted}, wanted)
+    if diff:
+        raise ConfigError(f"arm {arm}: {saved_path} was pre-trained with other settings ({'; '.join(diff)}; "
+                          f"'now' is the grid). Delete {out} to pre-train it again, or make the grid's pretrain "
+                          "section match")
 
 
 # --------------------------------------------------------------------------- running

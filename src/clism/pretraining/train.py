@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from clism.config import save_config
+from clism.config import ConfigError, differences, save_config
 from clism.pretraining.options import PretrainOptions
 from clism.pretraining.data import build_pretrain_features, collate_pretrain, load_instances, mask_tokens
 from clism.pretraining.model import CLISMPretrainModel, LossSettings
@@ -65,9 +65,12 @@ def pretrain(opts: PretrainOptions) -> dict:
     summary_path = out / "summary.json"
     if summary_path.is_file() and not opts.overwrite:
         summary = json.loads(summary_path.read_text())
-        if summary.get("identity") == json.loads(json.dumps(opts.learning_identity())):
+        diff = differences(summary.get("identity", {}), opts.learning_identity())
+        if not diff:
             log.info("%s already holds this finished run (%d steps); nothing to do", out, summary["steps"])
             return summary
+        raise ConfigError(f"{out} holds a finished pre-training run with other settings ({'; '.join(diff)}): choose "
+                          "another --out, or pass --overwrite to replace it")
     set_seed(opts.seed)
     model, tokenizer, que_id, fresh = load_pretrain_model(opts)
     instances = load_instances(opts.data)[: opts.max_instances or None]

@@ -17,8 +17,7 @@ def claim_run_folder(opts) -> Path:
     settings is refused (naming them) unless ``opts.overwrite``, which empties it first;
     one with the same settings is continued: finished seeds are kept, a seed cut short
     resumes from its checkpoint."""
-    from clism.config import ConfigError, load_file, save_config, with_defaults
-    from clism.training.engine import differences
+    from clism.config import ConfigError, differences, load_file, save_config, with_defaults
 
     out = Path(opts.out)
     saved_path = out / "config.yaml"
@@ -29,7 +28,7 @@ def claim_run_folder(opts) -> Path:
         saved_type = saved.pop("_type", type(opts).__name__)
         wanted = opts.learning_identity()
         diff = [f"command: {saved_type} then, {type(opts).__name__} now"] if saved_type != type(opts).__name__ \
-            else differences({k: saved.get(k) for k in wanted}, json.loads(json.dumps(wanted)))
+            else differences({k: saved.get(k) for k in wanted}, wanted)
         if diff and not opts.overwrite:
             raise ConfigError(f"{out} holds a run with other settings ({'; '.join(diff)}): choose another --out, "
                               "or pass --overwrite to replace it")

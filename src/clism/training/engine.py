@@ -33,7 +33,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from clism.config import ConfigError
+from clism.config import ConfigError, differences
 from clism.errors import InputError, NotFoundError, TrainingDivergedError
 from clism.training.settings import TrainSettings
 
@@ -160,11 +160,6 @@ def read_state(out: Path) -> Optional[dict]:
     return None
 
 
-def differences(saved: dict, wanted: dict) -> list[str]:
-    keys = sorted(set(saved) | set(wanted))
-    return [f"{k}: {saved.get(k)!r} then, {wanted.get(k)!r} now" for k in keys if saved.get(k) != wanted.get(k)]
-
-
 def _save(out: Path, accelerator, state: dict) -> None:
     tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
     if accelerator.is_main_process and tmp.exists():
@@ -278,7 +273,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
         if saved is None and accelerator.is_main_process and read_log(out):
             (out / "log.jsonl").unlink()  # the log of a run that left no checkpoint
         if saved is not None:
-            diff = differences(saved["identity"], json.loads(json.dumps(identity)))
+            diff = differences(saved["identity"], identity)
             if diff:
                 raise ConfigError(f"{out} holds a {job.name} run with other settings ({'; '.join(diff)}): rerun with "
                                   "the same settings to continue it, or pass --overwrite to start again")
