@@ -203,3 +203,24 @@ def test_cross_lingual_pairs_mix_question_and_context_languages(mirror):
     mixed = sets["de-en"]  # German context, English question, German answers
     assert mixed.answer_lang == "de" and mixed.examples[0].question == "Where is Normandy?"
     assert "Frankreich" in mixed.examples[0].context and mixed.gold == {"q1": ["Frankreich"]}
+
+
+def test_the_dev_set_holds_whole_articles_apart_from_training(mirror, tmp_path):
+    from clism.tasks.qa.run import DEV_SET, hold_out_dev
+
+    pool = [QAExample(f"{t}-{i}", "q?", f"context {t}", [Answer("context", 0)], title=t)
+            for t in "abcdefgh" for i in range(3)]
+    train, dev = hold_out_dev(pool, 5)
+    assert len(dev) == 6 and {e.title for e in dev}.isdisjoint({e.title for e in train})
+    assert len(train) + len(dev) == len(pool) and hold_out_dev(list(reversed(pool)), 5)[1] == list(reversed(dev))
+    # a run evaluates on it, and never trains on it
+    base = tiny_checkpoint(tmp_path / "base")
+    articles = [squad_json([(c, [(f"t-{lang}", q, a, c.index(a))])], title=f"article-{lang}")["data"][0]
+                for lang, c, a, q in SCRIPTS]
+    pool_file = write(tmp_path / "train.json", json.dumps({"version": "1.1", "data": articles}, ensure_ascii=False))
+    summary = run_finetune(QAFinetuneOptions(
+        model=str(base), head="qass", train_data=str(pool_file), dev_questions=2, seeds=[1], max_steps=1,
+        batch_size=2, max_length=96, eval_datasets=["xquad"], data_dir=str(mirror), out=str(tmp_path / "run")))
+    assert summary[DEV_SET]["en"]["seeds"] == 1
+    log = json.loads((tmp_path / "run/seed-1/train_log.json").read_text())
+    assert log["train_questions"] == 3  # 5 articles of one question each, 2 held out

@@ -68,6 +68,9 @@ class QAFinetuneOptions(FinetuneOptions):
     doc_stride: int = option(128, "tokens shared by neighbouring windows")
     max_query_tokens: int = option(64, "question tokens kept")
     cross_lingual: bool = option(False, "also evaluate question/context language pairs")
+    dev_questions: int = option(0, "hold out whole English articles with at least this many questions from the "
+                                   "training pool and evaluate on them as english-dev: choose settings on it, "
+                                   "not on the test sets (0: none)")
     eval_datasets: list[str] = option(["xquad"], "evaluate after training on these (empty: no evaluation)")
     out: str = option("runs/qa", "output directory")
 
@@ -83,6 +86,33 @@ def training_pool(train_data: str, data_dir: str | None) -> list[QAExample]:
     else:
         examples, _ = read_squad_files([train_data], lang="en")
     return sorted(examples, key=lambda e: e.id)
+
+
+DEV_SET = "english-dev"
+
+
+def hold_out_dev(pool: list[QAExample], questions: int) -> tuple[list[QAExample], list[QAExample]]:
+    """(training pool, development set): whole articles, so that no passage is in both, taken in
+    the order of a hash of their titles (fixed, whatever the seed) until ``questions`` are held out."""
+    import hashlib
+
+    if questions <= 0:
+        return pool, []
+    by_title: dict[str, list[QAExample]] = {}
+    for e in pool:
+        by_title.setdefault(e.title or e.id, []).append(e)
+    held: set[str] = set()
+    count = 0
+    for title in sorted(by_title, key=lambda t: hashlib.sha256(t.encode("utf-8")).hexdigest()):
+        if count >= questions:
+            break
+        held.add(title)
+        count += len(by_title[title])
+    if count >= len(pool):
+        raise InputError(f"--dev-questions {questions} would hold out the whole training pool ({len(pool)} questions)")
+    train = [e for e in pool if (e.title or e.id) not in held]
+    dev = [e for e in pool if (e.title or e.id) in held]
+    return train, dev
 
 
 def few_shot_sample(pool: list[QAExample], k: int, seed: int) -> list[QAExample]:
@@ -208,9 +238,12 @@ def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int,
 
 def run_finetune(opts: QAFinetuneOptions) -> dict:
     out = claim_run_folder(opts)
-    pool = training_pool(opts.train_data, opts.data_dir)
+    pool, dev = hold_out_dev(training_pool(opts.train_data, opts.data_dir), opts.dev_questions)
     sets = evaluation_sets(opts.eval_datasets, opts.eval_langs, "", opts.cross_lingual, opts.data_dir,
                            opts.max_eval_examples) if opts.eval_datasets else []
+    if dev:
+        log.info("english-dev: %d questions held out of the training pool (%d left)", len(dev), len(pool))
+        sets.insert(0, EvalSet(DEV_SET, "en", "en", dev, _gold(dev)))
     per_seed = run_seeds(out, opts.seeds, lambda seed, run_dir: finetune_one_seed(opts, pool, seed, sets, run_dir))
     k = f"{opts.train_examples} examples" if opts.train_examples else "full training set"
     title = f"{opts.model}, head {opts.head}, {k}, seeds {','.join(map(str, opts.seeds))}"
