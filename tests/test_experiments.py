@@ -145,3 +145,50 @@ def test_an_experiment_report_compares_seed_by_seed_with_its_reference_grid(tmp_
            "| +3.00 (+3.00, +3.00) |" in report
     shutil.rmtree(reference)
     assert "(the reference folder results/small is not here)" in build_report(experiment).read_text()
+
+
+def test_replicated_arms_get_paired_differences_with_intervals_over_pretraining_runs(tmp_path):
+    results = tmp_path / "results"
+    _fake_cell(results, "base", "k256", {1: (40, 30), 2: (42, 32)})
+    _fake_cell(results, "mlm-only", "k256", {1: (38, 28), 2: (40, 30)})
+    # full - base per seed: run 1 +1, +3 (mean +2); run 2 +4, +4 (+4); run 3 +3, +3 (+3)
+    _fake_cell(results, "full-p1", "k256", {1: (41, 31), 2: (45, 35)})
+    _fake_cell(results, "full-p2", "k256", {1: (44, 34), 2: (46, 36)})
+    _fake_cell(results, "full-p3", "k256", {1: (43, 33), 2: (45, 35)})
+    report = build_report(results).read_text()
+    # mean +3, sd 1 over 3 runs: +3 +- 4.303 / sqrt(3) = [+0.52, +5.48]
+    assert "| CLISM+CACR+MLM | k256 | base encoder | 3 × 2–2 | +2.00, +4.00, +3.00 | +3.00 [+0.52, +5.48] |" in report
+    assert "| CLISM+CACR+MLM | k256 | MLM only (control) | 3 × 2–2 | +4.00, +6.00, +5.00 | +5.00 [+2.52, +7.48] |" \
+        in report
+    assert "CLISM+CACR+MLM (pre-training run 2)" in report  # the few-shot table names each run
+
+
+def test_replicate_and_variant_arms_are_pre_trained_with_their_own_seed_data_and_settings(tmp_path):
+    from pathlib import Path
+
+    from clism.config import load_file
+    from clism.experiments.grid import clism_data_dir, ensure_arm, load_grid, split_replicate
+
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump({
+        "arms": ["base", "full-p1", "full-p2", "headlr-p2"], "curve_arms": [], "results": str(tmp_path / "r"),
+        "work": str(tmp_path / "w"), "pretrain": {"max_steps": 3},
+        "variants": {"headlr": {"arm": "full", "label": "full, head lr x20", "pretrain": {"head_lr_scale": 20}}}}))
+    grid = load_grid(grid_file)
+    assert split_replicate("headlr-p2") == ("headlr", 2) and split_replicate("no-mlm") == ("no-mlm", 0)
+    assert clism_data_dir(grid, 1).name == "clism-data" and clism_data_dir(grid, 2).name == "clism-data-p2"
+    grid.model = str(tiny_base(tmp_path))
+    grid.pretrain = {"max_steps": 2, "batch_size": 8, "warmup_steps": 0, "dropout": 0.0}
+    for run in (1, 2):
+        clism_data(clism_data_dir(grid, run))
+    for arm, seed, data, head_lr in (("full-p1", 1, "clism-data", 1.0), ("full-p2", 2, "clism-data-p2", 1.0),
+                                     ("headlr-p2", 2, "clism-data-p2", 20.0)):
+        ensure_arm(grid, arm, None)
+        saved = load_file(tmp_path / "w" / "pretrain" / arm / "config.yaml")
+        assert (saved["seed"], Path(saved["data"]).name, saved["head_lr_scale"]) == (seed, data, head_lr)
+    grid_file.write_text(yaml.safe_dump({"arms": ["base-p2"]}))
+    with pytest.raises(ConfigError, match="unknown arm"):
+        load_grid(grid_file)
+    grid_file.write_text(yaml.safe_dump({"variants": {"x": {"arm": "base"}}}))
+    with pytest.raises(ConfigError, match="variants: x"):
+        load_grid(grid_file)

@@ -64,6 +64,8 @@ class BuildDataOptions:
     max_ratio: float = option(3.0, "projected tokens per English token, at most (spaced scripts)")
     char_max_ratio: float = option(6.0, "the same for character-tokenised targets (zh, ja, th)")
     eflomal_samplers: int = option(3, "eflomal samplers (more: steadier links, slower)")
+    alignment_run: int = option(0, "N > 0: a separate eflomal run N, stored apart (eflomal cannot be seeded, so "
+                                   "this is how replicate builds differ); 0: the shared stored run")
     shard_size: int = option(20000, "input pairs per output shard")
     n_process: int = option(1, "spaCy processes (on 2 cores one is as fast as two; raise it on bigger machines)")
     spacy_batch_size: int = option(512, "sentences per spaCy batch")
@@ -216,6 +218,8 @@ def stage_links(lang: str, work: Path, opts: BuildDataOptions) -> tuple[Path, Pa
     for s, t in zip(src_lines, tgt_lines):
         digest.update(f"{s}\t{t}\n".encode())
     digest.update(f"samplers={opts.eflomal_samplers}".encode())
+    if opts.alignment_run:
+        digest.update(f"run={opts.alignment_run}".encode())
     key = digest.hexdigest()[:24]
     cached = alignment_cache_dir() / key
     fwd, rev = cached / "links.fwd", cached / "links.rev"
@@ -365,10 +369,13 @@ def build(opts: BuildDataOptions) -> dict:
     manifest: dict = {"config": dataclasses.asdict(opts), "languages": {}, "alignment_cache_keys": {}}
     for where_not_what in ("report", "out"):  # not settings of the build's content
         manifest["config"].pop(where_not_what)
+    if not opts.alignment_run:  # absent unless used: earlier builds' manifests stay byte-identical
+        manifest["config"].pop("alignment_run")
     _refuse_other_settings(out, manifest["config"])
     content_keys = ("max_chars", "spacy_model", "entity_types", "max_span_words")
     # a cap joins the fingerprint only when set, so uncapped builds keep resuming their work
-    fingerprint = _settings_fingerprint(opts, content_keys + (("max_pairs",) if opts.max_pairs else ()))
+    fingerprint = _settings_fingerprint(opts, content_keys + (("max_pairs",) if opts.max_pairs else ())
+                                        + (("alignment_run",) if opts.alignment_run else ()))
     for lang in opts.langs:
         work = out / "work" / lang / fingerprint
         work.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import platform
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,27 @@ ARMS: dict[str, Optional[dict]] = {
 ARM_LABELS = {"base": "base encoder", "mlm-only": "MLM only (control)", "full": "CLISM+CACR+MLM",
               "no-clism": "without CLISM", "no-cacr": "without CACR", "no-mlm": "without MLM"}
 TASKS = ("qa-zero-shot", "qa-few-shot", "ner")
+# "<arm>-p<N>": the arm pre-trained again, with pre-training seed N and, for N > 1, its own data
+# build (a separate eflomal run): the spread between pre-training runs, which intervals over
+# fine-tuning seeds of one pre-trained model leave out.
+REPLICATE = re.compile(r"^(?P<family>.+)-p(?P<n>[1-9][0-9]*)$")
+
+
+def split_replicate(arm: str) -> tuple[str, int]:
+    """("full", 2) for "full-p2"; ("full", 0) for "full"."""
+    match = REPLICATE.match(arm)
+    return (match["family"], int(match["n"])) if match else (arm, 0)
+
+
+def arm_label(arm: str, variants: dict | None = None) -> str:
+    family, n = split_replicate(arm)
+    label = ARM_LABELS.get(family) or (variants or {}).get(family, {}).get("label") or family
+    return f"{label} (pre-training run {n})" if n else label
+
+
+def arm_order(arm: str) -> tuple:
+    family, n = split_replicate(arm)
+    return (list(ARMS).index(family) if family in ARMS else len(ARMS), family, n)
 
 
 @dataclass
@@ -116,6 +138,9 @@ class GridConfig:
     ner: NERBudget = field(default_factory=NERBudget)
     # an experiment's reference: another grid's results folder, compared seed by seed in the report
     compare_with: str = ""
+    # arms beyond the fixed ones: {name: {arm: <the arm whose losses it uses>, label: ..., pretrain: {...}}},
+    # pre-trained with the grid's pretrain section overridden by its own
+    variants: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -134,9 +159,20 @@ def load_grid(path: str | Path) -> GridConfig:
     from clism.pretraining.options import PretrainOptions
 
     grid = from_dict(GridConfig, load_file(path), str(path))
-    unknown_arms = [a for a in grid.arms + grid.curve_arms if a not in ARMS]
+    for name, variant in grid.variants.items():
+        if not isinstance(variant, dict) or ARMS.get(variant.get("arm")) is None or name in ARMS:
+            raise ConfigError(f"{path}: variants: {name} needs `arm:` one of the pre-trained arms "
+                              f"{[a for a in ARMS if ARMS[a]]} (and a name of its own)")
+        unknown = sorted(set(variant) - {"arm", "label", "pretrain"})
+        if unknown:
+            raise ConfigError(f"{path}: variants: {name}: unknown key(s) {unknown}; known: arm, label, pretrain")
+        from_dict(PretrainOptions, variant.get("pretrain", {}), f"{path}: variants: {name}: pretrain")
+    known = list(ARMS) + list(grid.variants)
+    unknown_arms = [a for a in grid.arms + grid.curve_arms if split_replicate(a)[0] not in known
+                    or (split_replicate(a)[1] and split_replicate(a)[0] == "base")]
     if unknown_arms:
-        raise ConfigError(f"{path}: unknown arm(s) {unknown_arms}; known: {list(ARMS)}")
+        raise ConfigError(f"{path}: unknown arm(s) {unknown_arms}; known: {known}, each pre-trained one also as "
+                          "<arm>-p<N> (pre-training run N)")
     unknown_tasks = [t for t in grid.tasks if t not in TASKS]
     if unknown_tasks:
         raise ConfigError(f"{path}: unknown task(s) {unknown_tasks}; known: {list(TASKS)}")
@@ -200,9 +236,9 @@ def cells_of(grid: GridConfig, arms: list[str] | None = None, tasks: list[str] |
             cells.append(Cell("ner", arm, "zero-shot", grid.ner.seeds))
 
     def priority(cell: Cell) -> tuple:
-        headline = cell.arm in ("base", "mlm-only", "full")
+        headline = split_replicate(cell.arm)[0] in ("base", "mlm-only", "full")
         setting = {f"k{grid.headline_k}": 0, "zero-shot": 1 if cell.task == "qa" else 2}.get(cell.setting, 3)
-        return (not headline, setting, cell.k, list(ARMS).index(cell.arm))
+        return (not headline, setting, cell.k, arm_order(cell.arm))
 
     return sorted(cells, key=priority)
 
@@ -218,19 +254,21 @@ def finished_seeds(grid: GridConfig, cell: Cell) -> list[int]:
 # --------------------------------------------------------------------------- arms
 
 
-def clism_data_dir(grid: GridConfig) -> Path:
-    return Path(grid.work) / "clism-data"
+def clism_data_dir(grid: GridConfig, run: int = 0) -> Path:
+    """The shared build, or (run > 1) the build of pre-training run ``run``."""
+    return Path(grid.work) / ("clism-data" if run <= 1 else f"clism-data-p{run}")
 
 
-def ensure_clism_data(grid: GridConfig, data_dir: str | None) -> Path:
+def ensure_clism_data(grid: GridConfig, data_dir: str | None, run: int = 0) -> Path:
     from clism.clism_data.instances import BuildDataOptions, build, quality_report
 
-    out = clism_data_dir(grid)
+    out = clism_data_dir(grid, run)
     if not (out / "manifest.json").is_file():
         log.info("building CLISM data into %s", out)
-        manifest = build(BuildDataOptions(**{"data_dir": data_dir, **grid.build_data, "out": str(out)}))
+        manifest = build(BuildDataOptions(**{"data_dir": data_dir, **grid.build_data, "out": str(out),
+                                             **({"alignment_run": run} if run > 1 else {})}))
         log.info("CLISM data:\n%s", quality_report(manifest))
-    copy_into = Path(grid.results) / "clism-data"
+    copy_into = Path(grid.results) / out.name
     copy_into.mkdir(parents=True, exist_ok=True)
     for name in ("manifest.json", "timings.json"):
         if (out / name).is_file():
@@ -242,18 +280,21 @@ def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
     """The encoder a cell of ``arm`` fine-tunes: the base model, or the arm's pre-trained one."""
     from clism.pretraining.train import PretrainOptions, pretrain
 
-    switches = ARMS[arm]
+    family, run = split_replicate(arm)
+    variant = grid.variants.get(family, {})
+    switches = ARMS[variant.get("arm", family)]
     if switches is None:
         return grid.model
     out = Path(grid.work) / "pretrain" / arm
-    opts = PretrainOptions(**{**grid.pretrain, "model": grid.model, "data": str(clism_data_dir(grid)),
-                              "out": str(out), **switches})
+    opts = PretrainOptions(**{**grid.pretrain, **variant.get("pretrain", {}), **({"seed": run} if run else {}),
+                              "model": grid.model, "data": str(clism_data_dir(grid, run)), "out": str(out),
+                              **switches})
     check_same_budget(out, opts, arm)
     summary_path = out / "summary.json"
     done = summary_path.is_file() and json.loads(summary_path.read_text())["steps"] >= opts.max_steps
     if not done:
-        ensure_clism_data(grid, data_dir)
-        log.info("pre-training arm %s (%s)", arm, ARM_LABELS[arm])
+        ensure_clism_data(grid, data_dir, run)
+        log.info("pre-training arm %s (%s)", arm, arm_label(arm, grid.variants))
         started = time.time()
         pretrain(opts)
         append_ledger(grid, {"cell": f"pretrain/{arm}", "seconds": round(time.time() - started, 1)})

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from clism.errors import NotFoundError
-from clism.experiments.grid import ARM_LABELS, ARMS
+from clism.experiments.grid import arm_label, arm_order
 from clism.tasks.runs import summarize
 
 QA_DATASETS = {"xquad": "XQuAD", "mlqa": "MLQA", "tydiqa_goldp": "TyDiQA-GoldP"}
@@ -76,7 +76,7 @@ def _conll_average(cell: CellResult | None) -> str:
 
 
 def arms_present(cells: list[CellResult]) -> list[str]:
-    return [a for a in ARMS if any(c.arm == a for c in cells)]
+    return sorted({c.arm for c in cells}, key=arm_order)
 
 
 def average_table(cells: list[CellResult]) -> str:
@@ -85,7 +85,7 @@ def average_table(cells: list[CellResult]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm in arms_present(cells):
         qa, ner = _find(cells, "qa", arm, "zero-shot"), _find(cells, "ner", arm, "zero-shot")
-        row = [ARM_LABELS[arm]] + [f"{_mean_std(qa, d)} / {_mean_std(qa, d, key='exact_match')}" for d in datasets]
+        row = [arm_label(arm)] + [f"{_mean_std(qa, d)} / {_mean_std(qa, d, key='exact_match')}" for d in datasets]
         row += [_conll_average(ner), _mean_std(ner, "wikiann")]
         lines.append("| " + " | ".join(row) + " |")
     for arm, label in (("base", "paper: XLM-R base"), ("full", "paper: CLISM+CACR from XLM-R base")):
@@ -103,7 +103,7 @@ def ablation_table(cells: list[CellResult], k: int = 256) -> str:
         zero, few = _find(cells, "qa", arm, "zero-shot"), _find(cells, "qa", arm, f"k{k}")
         paper = PAPER["ablation_f1"].get(arm)
         lines.append("| " + " | ".join([
-            ARM_LABELS[arm], _mean_std(zero, "xquad"), _mean_std(few, "xquad"), _mean_std(zero, "mlqa"),
+            arm_label(arm), _mean_std(zero, "xquad"), _mean_std(few, "xquad"), _mean_std(zero, "mlqa"),
             _mean_std(_find(cells, "ner", arm, "zero-shot"), "wikiann"),
             f"{paper[1]:.2f}" if paper else "–"]) + " |")
     return "\n".join(lines) + "\n"
@@ -115,7 +115,7 @@ def few_shot_ks(cells: list[CellResult]) -> list[int]:
 
 def few_shot_table(cells: list[CellResult], dataset: str = "xquad") -> str:
     arms = [a for a in arms_present(cells) if any(c.arm == a and c.setting.startswith("k") for c in cells)]
-    head = ["k"] + [f"{ARM_LABELS[a]} (seeds)" for a in arms] + ["paper: XLM-R base", "paper: CLISM+CACR"]
+    head = ["k"] + [f"{arm_label(a)} (seeds)" for a in arms] + ["paper: XLM-R base", "paper: CLISM+CACR"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for k in few_shot_ks(cells):
         row = [str(k)]
@@ -133,7 +133,7 @@ def comparison_table(cells: list[CellResult], setting: str, arm_a: str, arm_b: s
     if a is None or b is None or dataset not in a.summary or dataset not in b.summary:
         return f"(no {dataset} results for both {arm_a} and {arm_b} at {setting})\n"
     langs = [lang for lang in a.summary[dataset] if lang in b.summary[dataset] and lang != "average"] + ["average"]
-    head = ["language", f"{ARM_LABELS[arm_a]} F1 / EM", f"{ARM_LABELS[arm_b]} F1 / EM", "difference F1 / EM"]
+    head = ["language", f"{arm_label(arm_a)} F1 / EM", f"{arm_label(arm_b)} F1 / EM", "difference F1 / EM"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for lang in langs:
         sa, sb = a.summary[dataset][lang], b.summary[dataset][lang]
@@ -182,6 +182,66 @@ def reference_table(results: Path, reference: Path, cells: list[CellResult], dat
     return "\n".join(lines) + "\n"
 
 
+# Two-sided 95% quantiles of Student's t by degrees of freedom (beyond 30: the normal's 1.96).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
+
+
+def mean_interval(values: list[float]) -> tuple[float, float | None]:
+    """The mean and the half-width of its 95% t-interval (None for a single value)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    df = len(values) - 1
+    t = 1.96 if df > 30 else T_975.get(df) or T_975[max(d for d in T_975 if d <= df)]
+    return mean, t * statistics.stdev(values) / len(values) ** 0.5
+
+
+def _interval(values: list[float]) -> str:
+    mean, half = mean_interval(values)
+    return f"{mean:+.2f}" + (f" [{mean - half:+.2f}, {mean + half:+.2f}]" if half is not None else " (one run)")
+
+
+def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xquad") -> str:
+    """Each arm pre-trained several times (``<arm>-p<N>``) against base and the MLM-only control.
+
+    Pairs share the few-shot sample and the fine-tuning seed. A pre-training run's value is its
+    mean paired difference over fine-tuning seeds; the interval is over pre-training runs, so it
+    holds the spread between pre-training runs that one pre-trained model's seeds leave out."""
+    from clism.experiments.grid import split_replicate
+
+    runs: dict[str, list[str]] = {}
+    for arm in sorted({c.arm for c in cells if c.task == "qa"}, key=arm_order):
+        family, n = split_replicate(arm)
+        if n:
+            runs.setdefault(family, []).append(arm)
+    settings = sorted({c.setting for c in cells if c.task == "qa"}, key=lambda x: (x == "zero-shot", len(x), x))
+    head = ["arm", "setting", "against", "runs × seeds", "per run: mean paired difference",
+            "mean [95% interval over runs]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for family, arms in runs.items():
+        for setting in settings:
+            for reference in ("base", "mlm-only"):
+                if reference == family:
+                    continue
+                per_run, seeds_used = [], []
+                for arm in arms:
+                    n = split_replicate(arm)[1]
+                    ref_arm = f"{reference}-p{n}" if reference != "base" and \
+                        (results / "qa" / f"{reference}-p{n}" / setting).is_dir() else reference
+                    mine, ref = seed_averages(results, arm, setting, dataset), \
+                        seed_averages(results, ref_arm, setting, dataset)
+                    seeds = sorted(set(mine) & set(ref))
+                    if seeds:
+                        per_run.append(statistics.fmean(mine[s] - ref[s] for s in seeds))
+                        seeds_used.append(len(seeds))
+                if per_run:
+                    lines.append(f"| {arm_label(family)} | {setting} | {arm_label(reference)} | "
+                                 f"{len(per_run)} × {min(seeds_used)}–{max(seeds_used)} | "
+                                 + ", ".join(f"{d:+.2f}" for d in per_run) + f" | {_interval(per_run)} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -205,10 +265,10 @@ def few_shot_figure(cells: list[CellResult], path: Path, dataset: str = "xquad")
                   if (c := _find(cells, "qa", arm, f"k{k}")) and dataset in c.summary]
         if points:
             ax.errorbar([k for k, _ in points], [s["f1_mean"] for _, s in points],
-                        yerr=[s["f1_std"] for _, s in points], marker="o", capsize=3, label=ARM_LABELS[arm])
+                        yerr=[s["f1_std"] for _, s in points], marker="o", capsize=3, label=arm_label(arm))
     for arm, style in (("base", ":"), ("full", "--")):
         paper = PAPER["few_shot_xquad_f1"][arm]
-        ax.plot(list(paper), list(paper.values()), style, color="grey", label=f"paper: {ARM_LABELS[arm]} (XLM-R)")
+        ax.plot(list(paper), list(paper.values()), style, color="grey", label=f"paper: {arm_label(arm)} (XLM-R)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(set(ks) | {64, 128, 256, 512, 1024}))
     ax.get_xaxis().set_major_formatter(plt.FuncFormatter(lambda v, _: f"{int(v)}"))
@@ -235,7 +295,7 @@ def per_language_figure(cells: list[CellResult], setting: str, path: Path, datas
     for i, (arm, cell) in enumerate(present):
         stats = [cell.summary[dataset].get(lang, {"f1_mean": 0.0, "f1_std": 0.0}) for lang in langs]
         ax.bar([j + i * width for j in range(len(langs))], [s["f1_mean"] for s in stats], width,
-               yerr=[s["f1_std"] for s in stats], capsize=2, label=ARM_LABELS[arm])
+               yerr=[s["f1_std"] for s in stats], capsize=2, label=arm_label(arm))
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(langs))], langs)
     ax.set_ylabel("F1")
     label = "zero-shot (English training set)" if setting == "zero-shot" else f"few-shot, k={setting[1:]}"
@@ -259,7 +319,7 @@ def _wall_time(results: Path) -> tuple[float, list[dict]]:
 
 def _pretrain_rows(results: Path) -> list[str]:
     rows = []
-    for arm in ARMS:
+    for arm in sorted((p.name for p in (results / "pretrain").glob("*")), key=arm_order):
         summary_path = results / "pretrain" / arm / "summary.json"
         if not summary_path.is_file():
             continue
@@ -268,7 +328,7 @@ def _pretrain_rows(results: Path) -> list[str]:
         first, last = json.loads(log_lines[0]), json.loads(log_lines[-1])
         losses = " · ".join(f"{k[5:]} {first[k]:.3f} → {last[k]:.3f}" for k in ("loss_clism", "loss_cacr", "loss_mlm")
                             if first.get(k))
-        rows.append(f"| {ARM_LABELS[arm]} | {summary['steps']} | {summary['seconds']:.0f} | {losses} |")
+        rows.append(f"| {arm_label(arm)} | {summary['steps']} | {summary['seconds']:.0f} | {losses} |")
     return rows
 
 
@@ -299,8 +359,15 @@ def build_report(results: str | Path, title: str = "") -> Path:
         for other in ("base", "mlm-only"):
             if _find(cells, "qa", "full", setting) and _find(cells, "qa", other, setting):
                 label = "zero-shot" if setting == "zero-shot" else f"few-shot k={setting[1:]}"
-                out += [f"## XQuAD, {label}: {ARM_LABELS['full']} against {ARM_LABELS[other]}", "",
+                out += [f"## XQuAD, {label}: {arm_label('full')} against {arm_label(other)}", "",
                         comparison_table(cells, setting, other, "full"), ""]
+    replicates = replicate_table(results, cells)
+    if replicates:
+        out += ["## Paired differences over pre-training runs (XQuAD F1 averaged over languages)", "",
+                "Each pre-trained arm was pre-trained several times (`<arm>-p<N>`: pre-training seed N and, "
+                "for N > 1, its own data build). Within a run, the difference is paired by few-shot sample "
+                "and fine-tuning seed and averaged over seeds; the 95% interval is Student's t over runs.", "",
+                replicates, ""]
     if grid.get("compare_with"):
         reference = Path(grid["compare_with"])
         out += [f"## Against `{reference}` (the same seeds; XQuAD F1 averaged over languages)", "",
