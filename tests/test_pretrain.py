@@ -242,3 +242,27 @@ def test_a_rerun_continues_refuses_other_settings_or_overwrites(base, data_dir, 
         pretrain(opts(base, data_dir, out, max_steps=4, lr=1e-3, checkpoint_every=0))
     again = pretrain(opts(base, data_dir, out, max_steps=4, lr=1e-3, overwrite=True))
     assert again["identity"]["lr"] == 1e-3 and [r["step"] for r in read_log(out)] == [1, 2, 3, 4]
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(base, data_dir, tmp_path):
+    """The same loop on one process or several: with the global batch split over two CPU processes
+    (gloo), losses and weights match one process's (MLM off: its masks are drawn per process)."""
+    from safetensors.torch import load_file
+
+    settings = ["--model", str(base), "--data", str(data_dir), "--batch-size", "8", "--max-steps", "6",
+                "--warmup-steps", "0", "--lr", "3e-3", "--dropout", "0", "--checkpoint-every", "3", "--mlm", "false",
+                "--log-every", "1"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "clism.cli",
+                          "pretrain", *settings, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    subprocess.run([sys.executable, "-m", "clism.cli", "pretrain", *settings, "--out", str(tmp_path / "one")],
+                   env=env, check=True, capture_output=True, timeout=300)
+    state = json.loads((tmp_path / "two" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["identity"]["world_size"] == 2
+    logs = [read_log(tmp_path / name) for name in ("two", "one")]
+    assert [r["step"] for r in logs[0]] == [1, 2, 3, 4, 5, 6]  # one log, written once
+    assert [r["loss"] for r in logs[0]] == pytest.approx([r["loss"] for r in logs[1]], abs=1e-4)
+    a, b = (load_file(str(tmp_path / name / "model" / "model.safetensors")) for name in ("two", "one"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3

@@ -226,8 +226,13 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
     if not job.items:
         raise InputError(f"{job.name}: nothing to train on")
     trackers = _trackers(settings.report_to) if out is not None else []
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Some parameters get no gradient in some steps (a switched-off loss term's head; the encoder
+    # during head-only warm-up), which DistributedDataParallel must be told about.
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, log_with=trackers or None,
-                              project_dir=str(out) if out is not None else None)
+                              project_dir=str(out) if out is not None else None,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     world = accelerator.num_processes
     micro = settings.micro_batch_size or max(1, settings.batch_size // world)
     if settings.batch_size % (micro * world):
@@ -364,6 +369,11 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
                             | {"ex_s": f"{speed['examples_per_s']:.1f}"})
             bar.update(1)
             if out is not None and (step % max(settings.log_every, 1) == 0 or step in (1, total)):
+                if world > 1:  # the log holds the mean over processes, not the main process's share
+                    names = sorted(parts)
+                    mean = accelerator.reduce(torch.tensor([parts[k] for k in names], device=accelerator.device),
+                                              reduction="mean")
+                    parts = dict(zip(names, mean.tolist()))
                 record = {"step": step, **{k: round(v, 5) for k, v in parts.items()},
                           **{f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups
                              if not g["name"].endswith("no_decay")}, **speed}
