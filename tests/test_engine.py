@@ -181,3 +181,15 @@ def test_a_missing_tracker_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: False)
     with pytest.raises(ConfigError, match="wandb package is not installed"):
         train(qa_job(), TrainSettings(batch_size=2, max_steps=1, report_to="wandb"), seed=1, out=tmp_path / "run")
+
+
+def test_each_process_gets_the_same_number_of_non_empty_micro_batches():
+    from clism.training.engine import micro_batches, usable
+
+    batch = list(range(16))
+    assert micro_batches(batch, 2, 0, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert micro_batches(batch, 2, 1, 4) == [[8, 9, 10, 11], [12, 13, 14, 15]]
+    tail = list(range(5))  # an epoch's short last batch
+    shares = [micro_batches(tail, 2, rank, 2) for rank in (0, 1)]
+    assert shares == [[[0, 1], [2]], [[3], [4]]] and sorted(i for s in shares for m in s for i in m) == tail
+    assert usable(tail, 2, 2) and not usable([7], 2, 8) and not usable([1, 2, 3], 2, 1)

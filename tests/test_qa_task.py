@@ -224,3 +224,33 @@ def test_the_dev_set_holds_whole_articles_apart_from_training(mirror, tmp_path):
     assert summary[DEV_SET]["en"]["seeds"] == 1
     log = json.loads((tmp_path / "run/seed-1/train_log.json").read_text())
     assert log["train_questions"] == 3  # 5 articles of one question each, 2 held out
+
+
+def test_two_processes_fine_tune_and_evaluate_once(mirror, tmp_path):
+    """Fine-tuning on two CPU processes: one set of predictions and metrics, written once, equal to
+    one process's (same global batch, no dropout) within rounding. (4 questions, batches of 4: an
+    epoch's short last batch, which two processes cannot share, would otherwise be skipped.)"""
+    import os
+    import subprocess
+    import sys
+
+    base = tiny_checkpoint(tmp_path / "base")
+    train_file = write(tmp_path / "train.json", json.dumps(squad_json(
+        [(c, [(f"t-{lang}", q, a, c.index(a))]) for lang, c, a, q in SCRIPTS]), ensure_ascii=False))
+    args = ["finetune", "qa", "--model", str(base), "--head", "qass", "--train-data", str(train_file),
+            "--max-length", "96", "--batch-size", "4", "--max-steps", "4", "--dropout", "0", "--lr", "1e-3",
+            "--seeds", "1", "--train-examples", "4", "--eval-datasets", "xquad", "--data-dir", str(mirror)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "clism.cli",
+                          *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("outputs:") == 1
+    subprocess.run([sys.executable, "-m", "clism.cli", *args, "--out", str(tmp_path / "one")], env=env, check=True,
+                   capture_output=True, timeout=300)
+    one_log, two_log = (json.loads((tmp_path / n / "seed-1" / "train_log.json").read_text()) for n in ("one", "two"))
+    assert two_log["losses"] == pytest.approx(one_log["losses"], abs=1e-4)
+    for name in ("one", "two"):
+        predictions = json.loads((tmp_path / name / "seed-1/predictions/xquad.de.json").read_text())
+        assert set(predictions) == {"q1"}
+    assert json.loads((tmp_path / "two/seed-1/predictions/xquad.de.json").read_text()) == \
+        json.loads((tmp_path / "one/seed-1/predictions/xquad.de.json").read_text())

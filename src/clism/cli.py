@@ -152,9 +152,12 @@ def cmd_model_check(opts: ModelCheckOptions) -> int:
 
 def _finetune(run) -> Callable[[object], int]:
     def command(opts) -> int:
+        from clism.training.processes import is_main_process
+
         run(opts)
-        print((Path(opts.out) / "metrics.md").read_text())
-        print(f"outputs: {opts.out}")
+        if is_main_process():
+            print((Path(opts.out) / "metrics.md").read_text())
+            print(f"outputs: {opts.out}")
         return 0
 
     return command

@@ -18,6 +18,7 @@ import torch
 
 from clism.config import ConfigError, differences, save_config
 from clism.pretraining.options import PretrainOptions
+from clism.training.processes import is_main_process, process_index
 from clism.pretraining.data import build_pretrain_features, collate_pretrain, load_instances, mask_tokens
 from clism.pretraining.model import CLISMPretrainModel, LossSettings
 from clism.training.engine import read_log  # noqa: F401  (the CLI reads the log through here)
@@ -85,10 +86,8 @@ def pretrain(opts: PretrainOptions) -> dict:
         batch = collate_pretrain(chosen, pad_id, special_ids)
         candidates = batch.pop("mlm_candidates")
         if opts.mlm:  # masking depends on the step, the process and the micro-batch alone: resumable
-            from accelerate import PartialState
-
-            generator = torch.Generator().manual_seed(
-                opts.seed * 1_000_003 + step * 1009 + PartialState().process_index * 101 + micro)
+            generator = torch.Generator().manual_seed(opts.seed * 1_000_003 + step * 1009 + process_index() * 101
+                                                      + micro)
             batch["joint_ids"], batch["mlm_labels"] = mask_tokens(batch["joint_ids"], candidates,
                                                                   tokenizer.mask_token_id, vocab_size, generator,
                                                                   opts.mlm_probability)
@@ -101,11 +100,9 @@ def pretrain(opts: PretrainOptions) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result = train(job, opts, opts.seed, out=out, overwrite=opts.overwrite, require_checkpoint=opts.resume,
                    on_start=lambda: save_config(opts, out / "config.yaml"))
-    from accelerate import PartialState
-
     summary = {"steps": result.steps, "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from,
                "feature_stats": dict(stats), "identity": opts.learning_identity()}
-    if PartialState().is_main_process:
+    if is_main_process():
         model.save(out / "model", tokenizer)
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

@@ -9,6 +9,8 @@ import statistics
 from pathlib import Path
 from typing import Callable, Sequence
 
+from clism.training.processes import is_main_process, wait_for_everyone
+
 log = logging.getLogger(__name__)
 
 
@@ -17,9 +19,20 @@ def claim_run_folder(opts) -> Path:
     settings is refused (naming them) unless ``opts.overwrite``, which empties it first;
     one with the same settings is continued: finished seeds are kept, a seed cut short
     resumes from its checkpoint."""
+    out = Path(opts.out)
+    if not is_main_process():  # the main process checks and prepares the folder
+        wait_for_everyone()
+        return out
+    try:
+        _claim(out, opts)
+    finally:
+        wait_for_everyone()
+    return out
+
+
+def _claim(out: Path, opts) -> None:
     from clism.config import ConfigError, differences, load_file, save_config, with_defaults
 
-    out = Path(opts.out)
     saved_path = out / "config.yaml"
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder: choose another --out")
@@ -40,7 +53,6 @@ def claim_run_folder(opts) -> Path:
                           "--out, or pass --overwrite to write into it")
     out.mkdir(parents=True, exist_ok=True)
     save_config(opts, saved_path)
-    return out
 
 
 def run_seeds(out: Path, seeds: Sequence[int], run_one: Callable[[int, Path], dict]) -> list[dict]:
@@ -56,9 +68,11 @@ def run_seeds(out: Path, seeds: Sequence[int], run_one: Callable[[int, Path], di
         from accelerate.utils import set_seed
 
         set_seed(seed)  # a fresh head is drawn when the model loads, before the training loop seeds itself
-        metrics = run_one(seed, run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        done.write_text(json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
+        metrics = run_one(seed, run_dir)  # every process trains; the main one evaluates and writes
+        if is_main_process():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
+        wait_for_everyone()
         per_seed.append(metrics)
     return per_seed
 
@@ -122,6 +136,8 @@ def markdown_table(summary: dict, title: str, keys: Sequence[str], labels: Seque
 
 
 def write_summary(out: Path, per_seed: list[dict], keys: Sequence[str], labels: Sequence[str], title: str) -> dict:
+    if not is_main_process():
+        return {}
     has_results = any(run.get("results") for run in per_seed)
     summary = summarize(per_seed, keys) if has_results else {}
     (out / "metrics.json").write_text(json.dumps({"summary": summary, "per_seed": per_seed}, indent=1,

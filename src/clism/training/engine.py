@@ -136,6 +136,29 @@ def make_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups)
 
 
+def split_evenly(items: list, parts: int) -> list[list]:
+    """``parts`` contiguous pieces whose sizes differ by at most one (the first ones longer)."""
+    size, extra = divmod(len(items), parts)
+    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [items[bounds[i]: bounds[i + 1]] for i in range(parts)]
+
+
+def micro_batches(batch: list[int], world: int, rank: int, micro: int) -> list[list[int]]:
+    """This process's micro-batches of one global batch. Every process gets the same number of
+    micro-batches (so gradient synchronisation lines up), all non-empty; a full batch gives
+    each process ``batch_size / world`` examples in micro-batches of ``micro``."""
+    share = split_evenly(batch, world)[rank]
+    count = -(-len(split_evenly(batch, world)[0]) // micro)
+    return split_evenly(share, count)
+
+
+def usable(batch: list[int], world: int, micro: int) -> bool:
+    """False for a last, short batch too small to give every process a non-empty micro-batch
+    of each accumulation step: such a batch (only ever the tail of an epoch) is skipped."""
+    smallest = len(batch) // world
+    return smallest > 0 and smallest >= -(-len(split_evenly(batch, world)[0]) // micro)
+
+
 def total_steps(settings: TrainSettings, batches_per_epoch: int) -> int:
     return settings.max_steps or max(1, math.ceil(settings.epochs * batches_per_epoch))
 
@@ -226,26 +249,31 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
     if not job.items:
         raise InputError(f"{job.name}: nothing to train on")
     trackers = _trackers(settings.report_to) if out is not None else []
-    from accelerate.utils import DistributedDataParallelKwargs
+    from datetime import timedelta
+
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     # Some parameters get no gradient in some steps (a switched-off loss term's head; the encoder
     # during head-only warm-up), which DistributedDataParallel must be told about.
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, log_with=trackers or None,
                               project_dir=str(out) if out is not None else None,
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True),
+                                               # the others wait while the main process evaluates
+                                               InitProcessGroupKwargs(timeout=timedelta(hours=6))])
     world = accelerator.num_processes
     micro = settings.micro_batch_size or max(1, settings.batch_size // world)
     if settings.batch_size % (micro * world):
         raise ConfigError(f"batch_size {settings.batch_size} must be a multiple of micro_batch_size {micro} x "
                           f"{world} processes")
-    accumulation = settings.batch_size // (micro * world)
-    per_process = micro * accumulation
     set_seed(seed)
     model = job.model
     if settings.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
 
-    batches_per_epoch = len(job.batch_plan(0))
+    def plan_of(epoch: int) -> list[list[int]]:
+        return [b for b in job.batch_plan(epoch) if usable(b, world, micro)]
+
+    batches_per_epoch = len(plan_of(0))
     if batches_per_epoch == 0:
         raise InputError(f"{job.name}: {len(job.items)} examples are fewer than one batch of {settings.batch_size}")
     total = total_steps(settings, batches_per_epoch)
@@ -313,19 +341,16 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
     bar = tqdm(total=total, initial=step, desc=job.name, unit="step", disable=not accelerator.is_local_main_process)
     started, seen_before, tokens_before, waited = time.perf_counter(), seen, tokens, 0.0
     while step < total:
-        plan = job.batch_plan(epoch)
+        plan = plan_of(epoch)
         while batch_in_epoch < len(plan) and step < total:
             if head_only and step >= settings.head_warmup_steps:
                 set_head_only(False)
                 head_only = False
-            mine = plan[batch_in_epoch][accelerator.process_index * per_process:
-                                        (accelerator.process_index + 1) * per_process]
-            micro_batches = [mine[a * micro: (a + 1) * micro] for a in range(accumulation)]
-            micro_batches = [m for m in micro_batches if m]
+            mine = micro_batches(plan[batch_in_epoch], world, accelerator.process_index, micro)
             parts: dict[str, float] = {}
-            examples = sum(len(m) for m in micro_batches)
-            equal = len({len(m) for m in micro_batches}) == 1
-            for a, indices in enumerate(micro_batches):
+            examples = sum(len(m) for m in mine)
+            equal = len({len(m) for m in mine}) == 1
+            for a, indices in enumerate(mine):
                 t_data = time.perf_counter()
                 batch = job.collate([job.items[i] for i in indices], step, a)
                 waited += time.perf_counter() - t_data
@@ -335,7 +360,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
                 result = model(**batch)
                 # a short last micro-batch counts for what it holds
                 share = len(indices) / examples
-                loss = result["loss"] / len(micro_batches) if equal else result["loss"] * share
+                loss = result["loss"] / len(mine) if equal else result["loss"] * share
                 if not torch.isfinite(loss):
                     where = (f"; the last good checkpoint is {out / 'checkpoint'}" if out is not None
                              and (out / "checkpoint").exists() else "")
@@ -345,11 +370,11 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
                         f"{job.name}: loss is {result['loss'].item()} at step {step + 1}"
                         + (f" ({parts_text})" if parts_text else "") + f"; stopped{where}. Lower the learning "
                         "rate, or check the inputs of this step")
-                with accelerator.no_sync(model) if a < len(micro_batches) - 1 else nullcontext():
+                with accelerator.no_sync(model) if a < len(mine) - 1 else nullcontext():
                     accelerator.backward(loss)
                 for k, v in result.items():
                     if k.startswith("loss"):
-                        parts[k] = parts.get(k, 0.0) + (v.item() / len(micro_batches) if equal else
+                        parts[k] = parts.get(k, 0.0) + (v.item() / len(mine) if equal else
                                                         v.item() * share)
             if settings.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
@@ -359,6 +384,11 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
             step += 1
             batch_in_epoch += 1
             seen += len(plan[batch_in_epoch - 1])
+            if world > 1:  # the loss of the step is the mean over processes, not this process's share
+                names = sorted(parts)
+                mean = accelerator.reduce(torch.tensor([parts[k] for k in names], device=accelerator.device),
+                                          reduction="mean")
+                parts = dict(zip(names, mean.tolist()))
             losses.append(parts["loss"])
             elapsed = time.perf_counter() - started
             speed = {"examples_per_s": round((seen - seen_before) / max(elapsed, 1e-9), 2),
@@ -369,11 +399,6 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
                             | {"ex_s": f"{speed['examples_per_s']:.1f}"})
             bar.update(1)
             if out is not None and (step % max(settings.log_every, 1) == 0 or step in (1, total)):
-                if world > 1:  # the log holds the mean over processes, not the main process's share
-                    names = sorted(parts)
-                    mean = accelerator.reduce(torch.tensor([parts[k] for k in names], device=accelerator.device),
-                                              reduction="mean")
-                    parts = dict(zip(names, mean.tolist()))
                 record = {"step": step, **{k: round(v, 5) for k, v in parts.items()},
                           **{f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups
                              if not g["name"].endswith("no_decay")}, **speed}

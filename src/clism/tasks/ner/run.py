@@ -24,6 +24,7 @@ from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.evaluation.ner_metrics import entity_scores
 from clism.tasks.runs import claim_run_folder, record_training, run_seeds, write_summary
+from clism.training.processes import is_main_process
 from clism.training.options import FinetuneOptions
 from clism.training.settings import TrainSettings, default_of
 
@@ -200,6 +201,8 @@ def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: i
               is_head=lambda name: name.startswith("classifier."),
               tokens=lambda batch: int(batch["attention_mask"].sum()), identity=opts.learning_identity())
     result = train(job, opts.train_settings(), seed, out=run_dir)
+    if not is_main_process():  # evaluation and files are the main process's
+        return {}
     if opts.save_model:
         model.save_pretrained(run_dir / "model")
         tokenizer.save_pretrained(run_dir / "model")

@@ -28,6 +28,7 @@ from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.evaluation.qa_metrics import QAMetric, score_predictions
 from clism.tasks.runs import claim_run_folder, record_training, run_seeds, write_summary
+from clism.training.processes import is_main_process
 from clism.training.options import FinetuneOptions
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,8 @@ def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int,
               is_head=lambda name: name.startswith("head."),
               tokens=lambda batch: int(batch["attention_mask"].sum()), identity=opts.learning_identity())
     result = train(job, opts.train_settings(), seed, out=run_dir)
+    if not is_main_process():  # evaluation and files are the main process's
+        return {}
     if opts.save_model:
         model.save(run_dir / "model", tokenizer)
     metrics = evaluate_model(model, tokenizer, sets, run_dir, opts.head, opts.max_length, opts.doc_stride,
