@@ -77,13 +77,29 @@ def run_seeds(out: Path, seeds: Sequence[int], run_one: Callable[[int, Path], di
     return per_seed
 
 
+def train_one_seed(task: str, model, features: list, collate, opts, seed: int, run_dir: Path, head_prefix: str):
+    """Fine-tune ``model`` on ``features`` (windows with ``input_ids``) through the engine, in
+    length-grouped batches; the parameters under ``head_prefix`` form the head group."""
+    from clism.training.engine import Job, length_grouped_batches, train
+
+    job = Job(f"{task} seed {seed}", model, features, lambda batch, step, micro: collate(batch),
+              length_grouped_batches([len(f.input_ids) for f in features], opts.batch_size, seed),
+              is_head=lambda name: name.startswith(head_prefix),
+              tokens=lambda batch: int(batch["attention_mask"].sum()), identity=opts.learning_identity())
+    return train(job, opts.train_settings(), seed, out=run_dir)
+
+
 def record_training(run_dir: Path, seed: int, result, metrics: dict, **details) -> dict:
-    """Write ``train_log.json`` (loss per step, speed, ``details``); return the seed's metrics."""
+    """Write ``train_log.json`` (loss per step, speed, ``details``), drop the seed's checkpoint;
+    return the seed's metrics."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "train_log.json").write_text(json.dumps({
         "seed": seed, **details, "steps": result.steps, "seconds": round(result.seconds, 1),
         "examples_per_second": round(result.examples_per_second, 2), "losses": result.losses,
     }, indent=1, ensure_ascii=False) + "\n")
+    from clism.training.engine import remove_checkpoint
+
+    remove_checkpoint(run_dir)  # the seed is finished; its checkpoint was only for resuming
     return {"seed": seed, "train_loss_first": result.losses[0], "train_loss_last": result.losses[-1],
             "results": metrics}
 

@@ -23,7 +23,7 @@ from clism.benchmarks.ner import NERSentence, entity_types, read_ner, to_iob2
 from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.evaluation.ner_metrics import entity_scores
-from clism.tasks.runs import claim_run_folder, record_training, run_seeds, write_summary
+from clism.tasks.runs import claim_run_folder, record_training, run_seeds, train_one_seed, write_summary
 from clism.training.processes import is_main_process
 from clism.training.options import FinetuneOptions
 from clism.training.settings import TrainSettings, default_of
@@ -187,7 +187,6 @@ def training_sentences(opts: NERFinetuneOptions) -> list[NERSentence]:
 def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: int, sets: list[NEREvalSet],
                       run_dir: Path) -> dict:
     from clism.tasks.ner.features import build_ner_features, collate_ner
-    from clism.training.engine import Job, length_grouped_batches, remove_checkpoint, train
 
     chosen = pool if not opts.train_examples or opts.train_examples >= len(pool) else \
         random.Random(seed).sample(pool, opts.train_examples)
@@ -196,21 +195,16 @@ def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: i
     model, tokenizer = load_token_classifier(opts.model, labels, opts.dropout)
     features = build_ner_features(chosen, tokenizer, opts.max_length, {label: i for i, label in enumerate(labels)})
     pad_id = tokenizer.pad_token_id
-    job = Job(f"ner seed {seed}", model, features, lambda b, step, micro: collate_ner(b, pad_id, True),
-              length_grouped_batches([len(f.input_ids) for f in features], opts.batch_size, seed),
-              is_head=lambda name: name.startswith("classifier."),
-              tokens=lambda batch: int(batch["attention_mask"].sum()), identity=opts.learning_identity())
-    result = train(job, opts.train_settings(), seed, out=run_dir)
+    result = train_one_seed("ner", model, features, lambda batch: collate_ner(batch, pad_id, True), opts, seed,
+                            run_dir, head_prefix="classifier.")
     if not is_main_process():  # evaluation and files are the main process's
         return {}
     if opts.save_model:
         model.save_pretrained(run_dir / "model")
         tokenizer.save_pretrained(run_dir / "model")
     metrics = evaluate_sets(model, tokenizer, sets, run_dir, opts.max_length, opts.eval_batch_size) if sets else {}
-    summary = record_training(run_dir, seed, result, metrics, train_sentences=len(chosen),
-                              train_windows=len(features), labels=labels)
-    remove_checkpoint(run_dir)  # the seed is finished; its checkpoint is only for resuming
-    return summary
+    return record_training(run_dir, seed, result, metrics, train_sentences=len(chosen),
+                           train_windows=len(features), labels=labels)
 
 
 def run_finetune(opts: NERFinetuneOptions) -> dict:

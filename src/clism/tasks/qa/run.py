@@ -27,7 +27,7 @@ from clism.benchmarks.qa import QAExample, read_squad_files
 from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.evaluation.qa_metrics import QAMetric, score_predictions
-from clism.tasks.runs import claim_run_folder, record_training, run_seeds, write_summary
+from clism.tasks.runs import claim_run_folder, record_training, run_seeds, train_one_seed, write_summary
 from clism.training.processes import is_main_process
 from clism.training.options import FinetuneOptions
 
@@ -212,7 +212,6 @@ def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int,
                       run_dir: Path) -> dict:
     from clism.tasks.qa.features import build_features, collate
     from clism.models.span_model import QUE_TOKEN, load_span_model
-    from clism.training.engine import Job, length_grouped_batches, remove_checkpoint, train
 
     model, tokenizer = load_span_model(opts.model, opts.head, opts.dropout)
     que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN) if opts.head == "qass" else None
@@ -221,22 +220,17 @@ def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int,
                                       opts.max_query_tokens, que_id, training=True)
     log.info("seed %d: %s", seed, report.summary())
     pad_id = tokenizer.pad_token_id
-    job = Job(f"qa seed {seed}", model, features, lambda batch, step, micro: collate(batch, pad_id, True),
-              length_grouped_batches([len(f.input_ids) for f in features], opts.batch_size, seed),
-              is_head=lambda name: name.startswith("head."),
-              tokens=lambda batch: int(batch["attention_mask"].sum()), identity=opts.learning_identity())
-    result = train(job, opts.train_settings(), seed, out=run_dir)
+    result = train_one_seed("qa", model, features, lambda batch: collate(batch, pad_id, True), opts, seed, run_dir,
+                            head_prefix="head.")
     if not is_main_process():  # evaluation and files are the main process's
         return {}
     if opts.save_model:
         model.save(run_dir / "model", tokenizer)
     metrics = evaluate_model(model, tokenizer, sets, run_dir, opts.head, opts.max_length, opts.doc_stride,
                              opts.eval_batch_size) if sets else {}
-    summary = record_training(run_dir, seed, result, metrics, train_questions=len(train_examples),
-                              train_windows=len(features), feature_report=report.summary(),
-                              train_ids=[e.id for e in train_examples] if opts.train_examples else None)
-    remove_checkpoint(run_dir)  # the seed is finished; its checkpoint is only for resuming
-    return summary
+    return record_training(run_dir, seed, result, metrics, train_questions=len(train_examples),
+                           train_windows=len(features), feature_report=report.summary(),
+                           train_ids=[e.id for e in train_examples] if opts.train_examples else None)
 
 
 def run_finetune(opts: QAFinetuneOptions) -> dict:
