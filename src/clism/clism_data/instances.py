@@ -51,24 +51,24 @@ class BuildDataOptions:
     files: list[str] = option([], "more corpora: LANG=pairs.tsv (en<TAB>x) or LANG=en.txt+x.txt")
     data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
     out: str = option("runs/clism-data", "output directory")
-    max_chars: int = option(400, "skip pairs with a side longer than this many characters")
+    max_chars: int = option(400, "skip pairs with a side longer than this many characters", minimum=1)
     max_pairs: int = option(0, "keep at most this many pairs per language, in corpus order (0: all)")
     max_answer_repeats: int = option(0, "use one English answer string (case-folded) at most this many times per "
                                         "language, in corpus order (0: no cap); Tatoeba's stock names (Tom, Mary, "
                                         "Sami) are otherwise a sixth to a half of its answers")
     spacy_model: str = option(DEFAULT_SPACY_MODEL, "spaCy English pipeline with NER")
     entity_types: list[str] = option(list(DEFAULT_ENTITY_TYPES), "spaCy entity types that make informative spans")
-    max_span_words: int = option(10, "longest span, in words")
+    max_span_words: int = option(10, "longest span, in words", minimum=1)
     symmetrization: str = option("grow-diag-final-and", "intersection, union, grow-diag, grow-diag-final(-and)")
     max_gap: int = option(1, "unaligned target tokens tolerated inside a projected span")
     max_ratio: float = option(3.0, "projected tokens per English token, at most (spaced scripts)")
     char_max_ratio: float = option(6.0, "the same for character-tokenised targets (zh, ja, th)")
-    eflomal_samplers: int = option(3, "eflomal samplers (more: steadier links, slower)")
+    eflomal_samplers: int = option(3, "eflomal samplers (more: steadier links, slower)", minimum=1)
     alignment_run: int = option(0, "N > 0: a separate eflomal run N, stored apart (eflomal cannot be seeded, so "
                                    "this is how replicate builds differ); 0: the shared stored run")
-    shard_size: int = option(20000, "input pairs per output shard")
-    n_process: int = option(1, "spaCy processes (on 2 cores one is as fast as two; raise it on bigger machines)")
-    spacy_batch_size: int = option(512, "sentences per spaCy batch")
+    shard_size: int = option(20000, "input pairs per output shard", minimum=1)
+    n_process: int = option(1, "spaCy processes (on 2 cores one is as fast as two; raise it on bigger machines)", minimum=1)
+    spacy_batch_size: int = option(512, "sentences per spaCy batch", minimum=1)
     report: bool = option(False, "only print the quality report of an existing build")
 
 

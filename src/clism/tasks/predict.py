@@ -33,8 +33,8 @@ class QAPredictOptions:
     context: Optional[str] = option(None, "the passage to answer from")
     input: Optional[str] = option(None, "JSON Lines file of {id, question, context} records")
     out: Optional[str] = option(None, "write JSON Lines here (default: stdout)")
-    max_length: int = option(384, "tokens per window")
-    doc_stride: int = option(128, "tokens shared by neighbouring windows")
+    max_length: int = option(384, "tokens per window", minimum=1)
+    doc_stride: int = option(128, "tokens shared by neighbouring windows", minimum=1)
     max_answer_tokens: int = option(30, "longest answer, in tokens")
     batch_size: int = option(0, "windows per inference batch (0: 8 on CPU, 64 on GPU)")
 
@@ -45,8 +45,8 @@ class NERPredictOptions:
     text: Optional[str] = option(None, "one sentence to tag")
     input: Optional[str] = option(None, "JSON Lines file of {id, text} or {id, words} records")
     out: Optional[str] = option(None, "write JSON Lines here (default: stdout)")
-    max_length: int = option(128, "tokens per window")
-    batch_size: int = option(64, "windows per inference batch")
+    max_length: int = option(128, "tokens per window", minimum=1)
+    batch_size: int = option(64, "windows per inference batch", minimum=1)
 
 
 def read_jsonl(path: str, required: tuple[str, ...], either: tuple[str, ...] = ()) -> list[dict]:

@@ -18,7 +18,7 @@ EVALUATION_ONLY = ("seeds", "data_dir", "eval_datasets", "eval_langs", "eval_spl
 class FinetuneOptions(TrainSettings, ModelSettings):
     train_examples: int = option(0, "few-shot: sample this many training examples per seed (0: all)")
     seeds: list[int] = option([1], "one fine-tuning run per seed; the seed also draws the few-shot sample")
-    max_length: int = option(384, "tokens per window")
+    max_length: int = option(384, "tokens per window", minimum=1)
     eval_datasets: list[str] = option([], "evaluate after training on these (empty: no evaluation)")
     eval_langs: list[str] = option([], "evaluation languages (default: every language present)")
     eval_batch_size: int = option(0, "windows per inference batch (0: a default for the device)")

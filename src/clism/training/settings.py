@@ -32,7 +32,7 @@ class TrainSettings:
     head_lr_scale: float = option(1.0, "learning rate of the task head (span head, NER classifier, a created MLM "
                                        "head) as a multiple of lr")
     head_warmup_steps: int = option(0, "the first N steps train only the task head (encoder frozen), then all")
-    batch_size: int = option(32, "examples per optimizer step, all processes and accumulation steps together")
+    batch_size: int = option(32, "examples per optimizer step, all processes and accumulation steps together", minimum=1)
     micro_batch_size: int = option(0, "examples per forward pass and process (gradient accumulation); "
                                       "0: batch_size / processes")
     epochs: float = option(5.0, "epochs (ignored when max_steps > 0)")
@@ -44,7 +44,7 @@ class TrainSettings:
     freeze_word_embeddings: bool = option(False, "keep the word embeddings fixed")
     mixed_precision: str = option("no", "no, bf16 or fp16 (GPU)")
     checkpoint_every: int = option(500, "steps between checkpoints that a rerun resumes from (0: none)")
-    log_every: int = option(10, "steps between lines of log.jsonl")
+    log_every: int = option(10, "steps between lines of log.jsonl", minimum=1)
     report_to: str = option("none", "also log to trackers through accelerate: tensorboard, wandb, mlflow, all, none")
 
     def check(self) -> None:
@@ -74,4 +74,4 @@ NOT_LEARNING = ("out", "resume", "overwrite", "checkpoint_every", "log_every", "
 def default_of(cls: type, name: str, value):
     """A field of ``cls`` with another default and the same help text."""
     field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    return option(value, field.metadata.get("help", ""))
+    return option(value, field.metadata.get("help", ""), field.metadata.get("minimum", 0))

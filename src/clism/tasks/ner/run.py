@@ -40,8 +40,8 @@ class NEREvalOptions:
     datasets: list[str] = option(["wikiann", "conll2002", "conll2003"], "evaluation datasets")
     langs: list[str] = option([], "languages (default: every language present)")
     split: str = option("test", "split to evaluate")
-    max_length: int = option(128, "tokens per window")
-    eval_batch_size: int = option(128, "windows per inference batch")
+    max_length: int = option(128, "tokens per window", minimum=1)
+    eval_batch_size: int = option(128, "windows per inference batch", minimum=1)
     max_eval_examples: int = option(0, "evaluate only the first N sentences per language (0: all)")
     data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
     out: str = option("runs/ner-eval", "output directory")
@@ -58,7 +58,7 @@ class NERFinetuneOptions(FinetuneOptions):
     max_length: int = default_of(FinetuneOptions, "max_length", 128)
     eval_datasets: list[str] = option(["wikiann", "conll2002", "conll2003"], "evaluate on these after training")
     eval_split: str = option("test", "evaluation split")
-    eval_batch_size: int = option(128, "windows per inference batch")
+    eval_batch_size: int = option(128, "windows per inference batch", minimum=1)
     out: str = option("runs/ner", "output directory")
 
 

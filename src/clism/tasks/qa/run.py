@@ -49,8 +49,8 @@ class QAEvalOptions:
     cross_lingual: bool = option(False, "also every question/context language pair (XQuAD, MLQA)")
     metric: str = option("", "squad or mlqa (default: squad for XQuAD/TyDiQA, mlqa for MLQA)")
     whitespace_fallback: bool = option(False, "MLQA metric: whitespace tokens for languages it has no rules for")
-    max_length: int = option(384, "tokens per window")
-    doc_stride: int = option(128, "tokens shared by neighbouring windows")
+    max_length: int = option(384, "tokens per window", minimum=1)
+    doc_stride: int = option(128, "tokens shared by neighbouring windows", minimum=1)
     eval_batch_size: int = option(0, "windows per inference batch (0: 8 on CPU, 64 on GPU)")
     max_eval_examples: int = option(0, "evaluate only the first N questions per language (0: all)")
     data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
@@ -66,8 +66,8 @@ class QAFinetuneOptions(FinetuneOptions):
     head: str = option("linear", "answer head: linear or qass ([QUE] after the question)")
     train_data: str = option("english", "'english' (SQuAD dev minus XQuAD + TyDiQA en), 'squad' (SQuAD train), "
                                         "or a SQuAD-format file")
-    doc_stride: int = option(128, "tokens shared by neighbouring windows")
-    max_query_tokens: int = option(64, "question tokens kept")
+    doc_stride: int = option(128, "tokens shared by neighbouring windows", minimum=1)
+    max_query_tokens: int = option(64, "question tokens kept", minimum=1)
     cross_lingual: bool = option(False, "also evaluate question/context language pairs")
     dev_questions: int = option(0, "hold out whole English articles with at least this many questions from the "
                                    "training pool and evaluate on them as english-dev: choose settings on it, "
