@@ -80,3 +80,18 @@ def test_predict_ner_tags_every_word(tmp_path):
     assert zh["id"] == "zh" and len(zh["words"]) == 12 and len(zh["tags"]) == 12
     assert words["id"] == "2" and words["words"] == ["Angela", "Merkel", "spoke"] and len(words["tags"]) == 3
     assert all(t == "O" or t[2:] == "PER" for t in zh["tags"] + words["tags"])
+
+
+def test_a_checkpoint_without_a_trained_head_is_refused_not_used_at_random(tmp_path, capsys):
+    base = tmp_path / "base"
+    model, tokenizer = tiny_models.tiny_model(hidden_size=32, num_layers=1)
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    assert main(["predict", "qa", "--model", str(base), "--question", "Q?", "--context", "C."]) == 2
+    assert "holds no span head" in capsys.readouterr().err
+    assert main(["evaluate", "qa", "--model", str(base)]) == 2
+    assert "holds no span head, not a trained linear head" in capsys.readouterr().err
+    assert main(["evaluate", "qa", "--model", str(base), "--head", "qass"]) == 2
+    assert "holds no span head, not a trained qass head" in capsys.readouterr().err
+    assert main(["predict", "ner", "--model", str(base), "--text", "Anna lives in Rome."]) == 2
+    assert "holds no trained NER classifier" in capsys.readouterr().err

@@ -146,9 +146,11 @@ def saved_head(name_or_path: str, default: str | None = None) -> str:
     return default
 
 
-def load_span_model(name_or_path: str, head: str, dropout: float | None = None):
+def load_span_model(name_or_path: str, head: str, dropout: float | None = None, trained_head: bool = False):
     """Encoder + tokenizer + head. A clism checkpoint with the same head keeps its head
-    weights (and its ``[QUE]`` row); anything else starts the head fresh."""
+    weights (and its ``[QUE]`` row); anything else starts the head fresh, unless
+    ``trained_head`` (evaluation, prediction): then a missing head is an error, never a
+    random one."""
     from safetensors.torch import load_file
 
     from clism.models.backbone import load_backbone
@@ -159,13 +161,16 @@ def load_span_model(name_or_path: str, head: str, dropout: float | None = None):
         ensure_que_token(tokenizer, encoder)
     model = SpanExtractionModel(encoder, head)
     meta_path = path / META_FILE
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("head") == head and (path / HEAD_FILE).is_file():
-            model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
-            log.info("loaded the %s span head from %s", head, path)
-        else:
-            log.info("%s holds a %s head; starting a fresh %s head", path, meta.get("head"), head)
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if meta.get("head") == head and (path / HEAD_FILE).is_file():
+        model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+        log.info("loaded the %s span head from %s", head, path)
+    elif trained_head:
+        held = f"a {meta['head']} head" if meta.get("head") else "no span head"
+        raise InputError(f"{path} holds {held}, not a trained {head} head: give a checkpoint that `clism finetune "
+                         f"qa --head {head}` saved (e.g. runs/qa/seed-1/model)"
+                         + (f", or --head {meta['head']}" if meta.get("head") else ""))
     else:
-        log.info("%s holds no span head; starting a fresh %s head", path, head)
+        log.info("%s holds %s; starting a fresh %s head", path, f"a {meta['head']} head" if meta else
+                 "no span head", head)
     return model, tokenizer

@@ -109,7 +109,7 @@ def predict_qa(opts: QAPredictOptions) -> int:
         raise InputError("give --model, a fine-tuned QA checkpoint directory")
     records = _qa_records(opts)
     head = saved_head(opts.model)
-    model, tokenizer = load_span_model(opts.model, head)
+    model, tokenizer = load_span_model(opts.model, head, trained_head=True)
     que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN) if head == "qass" else None
     # Keyed by position, not by the records' ids: ids given by users may repeat.
     examples = [QAExample(str(i), r["question"], r["context"], []) for i, r in enumerate(records)]

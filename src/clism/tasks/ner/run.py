@@ -67,14 +67,19 @@ def label_list(types: list[str]) -> list[str]:
 
 
 def load_token_classifier(name_or_path: str, labels: list[str] | None = None, dropout: float | None = None):
-    """A token classifier; ``labels`` None keeps the checkpoint's own label set."""
+    """A token classifier. ``labels`` given: a fresh classifier for them (fine-tuning); None: the
+    checkpoint's own trained classifier and labels, and an error if it has none."""
     from clism.models.backbone import load_backbone
 
     kwargs = {}
     if labels is not None:
         kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
                       label2id={label: i for i, label in enumerate(labels)})
-    model, tokenizer, _ = load_backbone(name_or_path, "token-classification", dropout, **kwargs)
+    model, tokenizer, created = load_backbone(name_or_path, "token-classification", dropout, **kwargs)
+    if labels is None and created:
+        raise InputError(f"{name_or_path} holds no trained NER classifier ({len(created)} weights would be random: "
+                         f"{', '.join(sorted(created)[:2])}): give a checkpoint that `clism finetune ner` saved "
+                         "(e.g. runs/ner/seed-1/model)")
     return model, tokenizer
 
 

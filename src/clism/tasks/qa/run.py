@@ -255,7 +255,7 @@ def run_evaluate(opts: QAEvalOptions) -> dict:
     if not opts.model:
         raise InputError("give --model (a fine-tuned checkpoint) or --predictions with --data")
     head = opts.head or saved_head(opts.model, default="linear")
-    model, tokenizer = load_span_model(opts.model, head)
+    model, tokenizer = load_span_model(opts.model, head, trained_head=True)
     out = Path(opts.out)
     save_config(opts, out / "config.yaml")
     sets = evaluation_sets(opts.datasets, opts.langs, opts.split, opts.cross_lingual, opts.data_dir,
