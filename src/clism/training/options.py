@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from clism.config import option
-from clism.training.settings import NOT_LEARNING, ModelSettings, TrainSettings
+from clism.training.settings import NOT_LEARNING, EvalSettings, ModelSettings, TrainSettings
 
 # Settings that choose what a run is evaluated on, not what it learns.
 EVALUATION_ONLY = ("seeds", "data_dir", "eval_datasets", "eval_langs", "eval_split", "eval_batch_size",
@@ -15,14 +15,10 @@ EVALUATION_ONLY = ("seeds", "data_dir", "eval_datasets", "eval_langs", "eval_spl
 
 
 @dataclass
-class FinetuneOptions(TrainSettings, ModelSettings):
+class FinetuneOptions(EvalSettings, TrainSettings, ModelSettings):
     train_examples: int = option(0, "few-shot: sample this many training examples per seed (0: all)")
     seeds: list[int] = option([1], "one fine-tuning run per seed; the seed also draws the few-shot sample")
     max_length: int = option(384, "tokens per window", minimum=1)
-    eval_datasets: list[str] = option([], "evaluate after training on these (empty: no evaluation)")
-    eval_langs: list[str] = option([], "evaluation languages (default: every language present)")
-    eval_batch_size: int = option(0, "windows per inference batch (0: a default for the device)")
-    max_eval_examples: int = option(0, "evaluate only the first N examples per language (0: all)")
     data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
     out: str = option("runs/finetune", "output directory")
     save_model: bool = option(True, "keep the fine-tuned checkpoint of each seed")

@@ -18,48 +18,60 @@ PRECISIONS = ("no", "bf16", "fp16")
 
 
 @dataclass
+class EvalSettings:
+    """What a fine-tuning run is evaluated on after training."""
+
+    eval_datasets: list[str] = option([], "evaluate after training on these (empty: no evaluation)")
+    eval_langs: list[str] = option([], "evaluation languages (default: every language present)")
+    eval_batch_size: int = option(0, "windows per inference batch (0: a default for the device)")
+    max_eval_examples: int = option(0, "evaluate only the first N examples per language (0: all)")
+
+
+@dataclass
 class ModelSettings:
     model: str = option("multilingual-e5-small-q4", "encoder: built-in name, local path or Hugging Face id")
     dropout: Optional[float] = option(None, "override the encoder's dropout (0 is ~2x faster on CPU)")
 
 
 @dataclass
-class TrainSettings:
-    """Optimisation and schedule. ``batch_size`` is always the effective global batch: examples
-    per optimizer step, over all processes and accumulation steps together."""
+class OptimSettings:
+    """What each optimizer step does. ``batch_size`` is always the effective global batch:
+    examples per optimizer step, over all processes and accumulation steps together."""
 
     lr: float = option(3e-5, "peak learning rate of the encoder")
     head_lr_scale: float = option(1.0, "learning rate of the task head (span head, NER classifier, a created MLM "
                                        "head) as a multiple of lr")
-    head_warmup_steps: int = option(0, "the first N steps train only the task head (encoder frozen), then all")
     batch_size: int = option(32, "examples per optimizer step, all processes and accumulation steps together", minimum=1)
     micro_batch_size: int = option(0, "examples per forward pass and process (gradient accumulation); "
                                       "0: batch_size / processes")
-    epochs: float = option(5.0, "epochs (ignored when max_steps > 0)")
-    max_steps: int = option(0, "optimizer steps (0: epochs)")
-    warmup_steps: int = option(0, "linear warm-up steps, then linear decay to 0 (0: warmup_ratio of all steps)")
-    warmup_ratio: float = option(0.1, "share of steps with a linear warm-up, when warmup_steps is 0")
     weight_decay: float = option(0.01, "AdamW weight decay (not on biases and LayerNorms)")
     max_grad_norm: float = option(1.0, "gradient clipping (0: none)")
     freeze_word_embeddings: bool = option(False, "keep the word embeddings fixed")
     mixed_precision: str = option("no", "no, bf16 or fp16 (GPU)")
+
+
+@dataclass
+class ScheduleSettings:
+    """How many steps, the learning-rate schedule, and what happens along the way."""
+
+    epochs: float = option(5.0, "epochs (ignored when max_steps > 0)")
+    max_steps: int = option(0, "optimizer steps (0: epochs)")
+    warmup_steps: int = option(0, "linear warm-up steps, then linear decay to 0 (0: warmup_ratio of all steps)")
+    warmup_ratio: float = option(0.1, "share of steps with a linear warm-up, when warmup_steps is 0")
+    head_warmup_steps: int = option(0, "the first N steps train only the task head (encoder frozen), then all")
     checkpoint_every: int = option(500, "steps between checkpoints that a rerun resumes from (0: none)")
     log_every: int = option(10, "steps between lines of log.jsonl", minimum=1)
     report_to: str = option("none", "also log to trackers through accelerate: tensorboard, wandb, mlflow, all, none")
 
+
+@dataclass
+class TrainSettings(ScheduleSettings, OptimSettings):
+    """Everything the engine reads: optimisation and schedule."""
+
     def check(self) -> None:
         from clism.config import ConfigError
 
-        for name in ("batch_size",):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("micro_batch_size", "max_steps", "warmup_steps", "head_warmup_steps", "checkpoint_every",
-                     "log_every"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
-        for name in ("lr", "head_lr_scale", "epochs", "weight_decay", "max_grad_norm", "warmup_ratio"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        # ranges are checked where options enter (clism.config); these are the choices among names
         if self.mixed_precision not in PRECISIONS:
             raise ConfigError(f"--mixed-precision: {self.mixed_precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.report_to not in TRACKERS:

@@ -26,7 +26,7 @@ from clism.evaluation.ner_metrics import entity_scores
 from clism.tasks.runs import claim_run_folder, record_training, run_seeds, train_one_seed, write_summary
 from clism.training.processes import is_main_process
 from clism.training.options import FinetuneOptions
-from clism.training.settings import TrainSettings, default_of
+from clism.training.settings import EvalSettings, TrainSettings, default_of
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ class NERFinetuneOptions(FinetuneOptions):
     train_file: Optional[str] = option(None, "train on this NER file instead of a registry dataset")
     lr: float = default_of(TrainSettings, "lr", 5e-5)
     max_length: int = default_of(FinetuneOptions, "max_length", 128)
-    eval_datasets: list[str] = option(["wikiann", "conll2002", "conll2003"], "evaluate on these after training")
+    eval_datasets: list[str] = default_of(EvalSettings, "eval_datasets", ["wikiann", "conll2002", "conll2003"])
     eval_split: str = option("test", "evaluation split")
-    eval_batch_size: int = option(128, "windows per inference batch", minimum=1)
+    eval_batch_size: int = default_of(EvalSettings, "eval_batch_size", 128)
     out: str = option("runs/ner", "output directory")
 
 

@@ -30,6 +30,7 @@ from clism.evaluation.qa_metrics import QAMetric, score_predictions
 from clism.tasks.runs import claim_run_folder, record_training, run_seeds, train_one_seed, write_summary
 from clism.training.processes import is_main_process
 from clism.training.options import FinetuneOptions
+from clism.training.settings import EvalSettings, default_of
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class QAFinetuneOptions(FinetuneOptions):
     dev_questions: int = option(0, "hold out whole English articles with at least this many questions from the "
                                    "training pool and evaluate on them as english-dev: choose settings on it, "
                                    "not on the test sets (0: none)")
-    eval_datasets: list[str] = option(["xquad"], "evaluate after training on these (empty: no evaluation)")
+    eval_datasets: list[str] = default_of(EvalSettings, "eval_datasets", ["xquad"])
     out: str = option("runs/qa", "output directory")
 
 
