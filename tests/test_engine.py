@@ -193,3 +193,20 @@ def test_each_process_gets_the_same_number_of_non_empty_micro_batches():
     shares = [micro_batches(tail, 2, rank, 2) for rank in (0, 1)]
     assert shares == [[[0, 1], [2]], [[3], [4]]] and sorted(i for s in shares for m in s for i in m) == tail
     assert usable(tail, 2, 2) and not usable([7], 2, 8) and not usable([1, 2, 3], 2, 1)
+
+
+def test_a_folder_written_atomically_is_whole_or_absent(tmp_path):
+    from clism.files import atomic_folder, write_atomic
+
+    target = tmp_path / "model"
+    with atomic_folder(target) as tmp:
+        (tmp / "config.json").write_text("{}")
+        (tmp / "weights").write_text("1")
+    with pytest.raises(KeyboardInterrupt):  # killed half way through a second save
+        with atomic_folder(target) as tmp:
+            (tmp / "config.json").write_text('{"new": 1}')
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no half-written folder left beside it
+    assert (target / "config.json").read_text() == "{}" and (target / "weights").read_text() == "1"
+    write_atomic(tmp_path / "state.json", "{}")
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

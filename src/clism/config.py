@@ -205,10 +205,10 @@ def save_config(obj: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"_type": type(obj).__name__, **to_dict(obj)}
-    if path.suffix == ".json":
-        path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    else:
-        path.write_text(yaml.safe_dump(payload, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    from clism.files import write_atomic
+
+    write_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n" if path.suffix == ".json"
+                 else yaml.safe_dump(payload, sort_keys=False, allow_unicode=True))
     return path
 
 

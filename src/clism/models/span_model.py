@@ -99,14 +99,15 @@ class SpanExtractionModel(nn.Module):
     def save(self, directory: str | Path, tokenizer=None) -> Path:
         from safetensors.torch import save_file
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.encoder.save_pretrained(directory)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(directory)
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(directory / HEAD_FILE))
-        (directory / META_FILE).write_text(json.dumps({"head": self.head_type, "que_token": QUE_TOKEN}, indent=2))
-        return directory
+        from clism.files import atomic_folder
+
+        with atomic_folder(directory) as tmp:
+            self.encoder.save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(tmp / HEAD_FILE))
+            (tmp / META_FILE).write_text(json.dumps({"head": self.head_type, "que_token": QUE_TOKEN}, indent=2))
+        return Path(directory)
 
 
 def ensure_que_token(tokenizer, encoder) -> int:

@@ -119,10 +119,11 @@ class CLISMPretrainModel(nn.Module):
         the span head that ``clism finetune qa --head qass`` picks up."""
         from safetensors.torch import save_file
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.mlm_model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-        save_file({k: v.contiguous() for k, v in self.span_head.state_dict().items()}, str(directory / HEAD_FILE))
-        (directory / META_FILE).write_text(json.dumps({"head": "qass", "que_token": QUE_TOKEN}, indent=2))
-        return directory
+        from clism.files import atomic_folder
+
+        with atomic_folder(directory) as tmp:
+            self.mlm_model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            save_file({k: v.contiguous() for k, v in self.span_head.state_dict().items()}, str(tmp / HEAD_FILE))
+            (tmp / META_FILE).write_text(json.dumps({"head": "qass", "que_token": QUE_TOKEN}, indent=2))
+        return Path(directory)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from clism.config import ConfigError, differences, save_config
+from clism.files import write_atomic
 from clism.pretraining.options import PretrainOptions
 from clism.training.processes import is_main_process, process_index
 from clism.pretraining.data import build_pretrain_features, collate_pretrain, load_instances, mask_tokens
@@ -104,5 +105,5 @@ def pretrain(opts: PretrainOptions) -> dict:
                "feature_stats": dict(stats), "identity": opts.learning_identity()}
     if is_main_process():
         model.save(out / "model", tokenizer)
-        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary

@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Callable, Sequence
 
+from clism.files import write_atomic
 from clism.training.processes import is_main_process, wait_for_everyone
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def run_seeds(out: Path, seeds: Sequence[int], run_one: Callable[[int, Path], di
         metrics = run_one(seed, run_dir)  # every process trains; the main one evaluates and writes
         if is_main_process():
             run_dir.mkdir(parents=True, exist_ok=True)
-            done.write_text(json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
+            write_atomic(done, json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
         wait_for_everyone()
         per_seed.append(metrics)
     return per_seed
@@ -93,7 +94,7 @@ def record_training(run_dir: Path, seed: int, result, metrics: dict, **details) 
     """Write ``train_log.json`` (loss per step, speed, ``details``), drop the seed's checkpoint;
     return the seed's metrics."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train_log.json").write_text(json.dumps({
+    write_atomic(run_dir / "train_log.json", json.dumps({
         "seed": seed, **details, "steps": result.steps, "seconds": round(result.seconds, 1),
         "examples_per_second": round(result.examples_per_second, 2), "losses": result.losses,
     }, indent=1, ensure_ascii=False) + "\n")
@@ -156,7 +157,7 @@ def write_summary(out: Path, per_seed: list[dict], keys: Sequence[str], labels: 
         return {}
     has_results = any(run.get("results") for run in per_seed)
     summary = summarize(per_seed, keys) if has_results else {}
-    (out / "metrics.json").write_text(json.dumps({"summary": summary, "per_seed": per_seed}, indent=1,
+    write_atomic(out / "metrics.json", json.dumps({"summary": summary, "per_seed": per_seed}, indent=1,
                                                  ensure_ascii=False) + "\n")
-    (out / "metrics.md").write_text(markdown_table(summary, title, keys, labels) if summary else "no evaluation\n")
+    write_atomic(out / "metrics.md", markdown_table(summary, title, keys, labels) if summary else "no evaluation\n")
     return summary

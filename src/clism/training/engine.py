@@ -35,6 +35,7 @@ import torch
 
 from clism.config import ConfigError, differences
 from clism.errors import InputError, NotFoundError, TrainingDivergedError
+from clism.files import write_atomic
 from clism.training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
                      saved["_dir"])
             if accelerator.is_main_process:  # log lines written after the checkpoint are replayed
                 kept = [r for r in read_log(out) if r["step"] <= step]
-                (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+                write_atomic(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
         if on_start is not None and accelerator.is_main_process:
             on_start()
         if trackers:

@@ -205,8 +205,11 @@ def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: i
     if not is_main_process():  # evaluation and files are the main process's
         return {}
     if opts.save_model:
-        model.save_pretrained(run_dir / "model")
-        tokenizer.save_pretrained(run_dir / "model")
+        from clism.files import atomic_folder
+
+        with atomic_folder(run_dir / "model") as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
     metrics = evaluate_sets(model, tokenizer, sets, run_dir, opts.max_length, opts.eval_batch_size) if sets else {}
     return record_training(run_dir, seed, result, metrics, train_sentences=len(chosen),
                            train_windows=len(features), labels=labels)

@@ -26,6 +26,7 @@ from clism.benchmarks.load import english_qa_training_set, load_qa
 from clism.benchmarks.qa import QAExample, read_squad_files
 from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
+from clism.files import write_atomic
 from clism.evaluation.qa_metrics import QAMetric, score_predictions
 from clism.tasks.runs import claim_run_folder, record_training, run_seeds, train_one_seed, write_summary
 from clism.training.processes import is_main_process
@@ -200,7 +201,7 @@ def evaluate_model(model, tokenizer, sets: list[EvalSet], out_dir: Path, head: s
         predictions, stats = predict(model, tokenizer, s.examples, max_length, doc_stride, batch_size, que_id,
                                      desc=f"{s.dataset}.{s.lang}")
         path = out_dir / "predictions" / f"{s.dataset}.{s.lang}.json"
-        path.write_text(json.dumps(predictions, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+        write_atomic(path, json.dumps(predictions, ensure_ascii=False, indent=0) + "\n")
         scores = score_predictions(metric, s.gold, predictions)
         scores.update(metric=metric.name, questions_per_second=round(stats.questions_per_second, 2))
         results.setdefault(s.dataset, {})[s.lang] = scores
