@@ -8,7 +8,7 @@ import tiny_models
 from clism.cli import main
 from clism.clism_data.alignment import tokenize
 from clism.models.span_model import load_span_model
-from clism.tasks.predict import entities
+from clism.api import entities
 from conftest import write
 from test_qa_task import SCRIPTS, tiny_checkpoint
 
@@ -95,3 +95,21 @@ def test_a_checkpoint_without_a_trained_head_is_refused_not_used_at_random(tmp_p
     assert "holds no span head, not a trained qass head" in capsys.readouterr().err
     assert main(["predict", "ner", "--model", str(base), "--text", "Anna lives in Rome."]) == 2
     assert "holds no trained NER classifier" in capsys.readouterr().err
+
+
+def test_the_python_api_gives_the_answers_of_clism_predict(tmp_path, capsys):
+    import clism
+
+    model_dir = qa_checkpoint(tmp_path)
+    qa = clism.QAPredictor.from_pretrained(str(model_dir), max_length=64, doc_stride=16)
+    assert qa.head == "qass" and qa.que_token_id == qa.tokenizer.convert_tokens_to_ids("[QUE]")  # from the checkpoint
+    pairs = [(q, c) for _, c, _, q in SCRIPTS]
+    answers = qa.predict(pairs)
+    source = write(tmp_path / "in.jsonl", "\n".join(json.dumps({"question": q, "context": c}, ensure_ascii=False)
+                                                    for q, c in pairs) + "\n")
+    capsys.readouterr()
+    assert main(["predict", "qa", "--model", str(model_dir), "--input", str(source), "--max-length", "64",
+                 "--doc-stride", "16"]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [{k: p[k] for k in ("answer", "start", "end", "score")} for p in printed] == answers
+    assert qa(*pairs[1]) == answers[1]

@@ -101,23 +101,16 @@ def _qa_records(opts: QAPredictOptions) -> list[dict]:
 
 
 def predict_qa(opts: QAPredictOptions) -> int:
-    from clism.benchmarks.qa import QAExample
-    from clism.tasks.qa.postprocess import predict_spans
-    from clism.models.span_model import QUE_TOKEN, load_span_model, saved_head
+    from clism.api import QAPredictor
 
     if not opts.model:
         raise InputError("give --model, a fine-tuned QA checkpoint directory")
     records = _qa_records(opts)
-    head = saved_head(opts.model)
-    model, tokenizer = load_span_model(opts.model, head, trained_head=True)
-    que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN) if head == "qass" else None
-    # Keyed by position, not by the records' ids: ids given by users may repeat.
-    examples = [QAExample(str(i), r["question"], r["context"], []) for i, r in enumerate(records)]
-    spans, _ = predict_spans(model, tokenizer, examples, opts.max_length, opts.doc_stride, opts.batch_size,
-                             que_id, max_answer_tokens=opts.max_answer_tokens)
-    return _write(({"id": r["id"], "question": r["question"], "answer": spans[str(i)].text,
-                    "start": spans[str(i)].start, "end": spans[str(i)].end, "score": round(spans[str(i)].score, 4)}
-                   for i, r in enumerate(records)), opts.out)
+    predictor = QAPredictor.from_pretrained(opts.model, max_length=opts.max_length, doc_stride=opts.doc_stride,
+                                            batch_size=opts.batch_size, max_answer_tokens=opts.max_answer_tokens)
+    # In order, by position: ids given by users may repeat.
+    answers = predictor.predict([(r["question"], r["context"]) for r in records])
+    return _write(({"id": r["id"], "question": r["question"], **a} for r, a in zip(records, answers)), opts.out)
 
 
 def _ner_records(opts: NERPredictOptions) -> list[dict]:
@@ -130,48 +123,16 @@ def _ner_records(opts: NERPredictOptions) -> list[dict]:
     return [{"id": "1", "text": opts.text}]
 
 
-def entities(words: list[str], tags: list[str], offsets: list[tuple[int, int]] | None, text: str | None) -> list[dict]:
-    """Entity spans from IOB2 tags; with ``text``, also their characters and offsets."""
-    found, current = [], None
-    for i, tag in enumerate([*tags, "O"]):
-        if current and (tag == "O" or tag.startswith("B-") or tag[2:] != current["type"]):
-            found.append(current)
-            current = None
-        if tag != "O" and current is None:
-            current = {"type": tag[2:], "first_word": i, "last_word": i}
-        elif current is not None:
-            current["last_word"] = i
-    for e in found:
-        a, b = e["first_word"], e["last_word"]
-        if offsets is not None and text is not None:
-            e["start"], e["end"] = offsets[a][0], offsets[b][1]
-            e["text"] = text[e["start"]:e["end"]]
-        else:
-            e["text"] = " ".join(words[a: b + 1])
-    return found
-
-
 def predict_ner(opts: NERPredictOptions) -> int:
-    from clism.clism_data.alignment import tokenize
-    from clism.benchmarks.ner import NERSentence
-    from clism.tasks.ner.run import load_token_classifier, predict_tags
+    from clism.api import NERTagger
 
     if not opts.model:
         raise InputError("give --model, a fine-tuned NER checkpoint directory")
     records = _ner_records(opts)
-    sentences, offsets = [], []
     for r in records:
-        if "words" in r:
-            if not isinstance(r["words"], list) or not all(isinstance(w, str) and w.strip() for w in r["words"]):
-                raise DataFormatError(f"{opts.input} record {r['id']}: 'words' must be a list of non-empty strings")
-            words, spans = r["words"], None
-        else:
-            spans = tokenize(r["text"])
-            words = [r["text"][a:b] for a, b in spans]
-        sentences.append(NERSentence(words, ["O"] * len(words)))
-        offsets.append(spans)
-    model, tokenizer = load_token_classifier(opts.model)
-    tags, _ = predict_tags(model, tokenizer, sentences, opts.max_length, opts.batch_size)
-    return _write(({"id": r["id"], "words": s.words, "tags": t,
-                    "entities": entities(s.words, t, o, r.get("text"))}
-                   for r, s, t, o in zip(records, sentences, tags, offsets)), opts.out)
+        if "words" in r and (not isinstance(r["words"], list)
+                             or not all(isinstance(w, str) and w.strip() for w in r["words"])):
+            raise DataFormatError(f"{opts.input} record {r['id']}: 'words' must be a list of non-empty strings")
+    tagger = NERTagger.from_pretrained(opts.model, max_length=opts.max_length, batch_size=opts.batch_size)
+    tagged = tagger.tag([r["words"] if "words" in r else r["text"] for r in records])
+    return _write(({"id": r["id"], **t} for r, t in zip(records, tagged)), opts.out)
