@@ -142,3 +142,16 @@ def test_max_pairs_caps_each_language_and_says_so(tmp_path):
     stats = manifest["languages"]["de"]["input"]
     assert stats["kept"] == 20 and stats["read"] == 20 and manifest["config"]["max_pairs"] == 20
     assert check_instances(tmp_path / "capped")[1] == []
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("es={corpus}", "es is not among --langs de"),
+    ("DE={corpus}", "languages are lower case: de"),
+    ("{corpus}", "write LANG=pairs.tsv"),
+    ("de=missing.tsv", "no such file missing.tsv"),
+])
+def test_a_files_entry_that_would_be_ignored_is_refused(tmp_path, capsys, entry, message):
+    path = corpus(tmp_path)
+    assert main(["build-data", "--langs", "de", "--corpora", "", "--files", entry.format(corpus=path),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err

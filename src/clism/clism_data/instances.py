@@ -108,13 +108,30 @@ def sources_for(lang: str, opts: BuildDataOptions) -> list[Source]:
             continue
         located = locate(resource, data_dir=opts.data_dir)
         sources.append(Source(corpus, located.paths, "aligned"))
-    for item in opts.files:
-        file_lang, _, spec_paths = item.partition("=")
-        if file_lang != lang:
-            continue
-        paths = [Path(p) for p in spec_paths.split("+")]
-        sources.append(Source(paths[0].name, paths, "tsv" if len(paths) == 1 else "aligned"))
+    for file_lang, paths in parse_files(opts):
+        if file_lang == lang:
+            sources.append(Source(paths[0].name, paths, "tsv" if len(paths) == 1 else "aligned"))
     return sources
+
+
+def parse_files(opts: BuildDataOptions) -> list[tuple[str, list[Path]]]:
+    """``--files`` entries as (language, paths); an entry that would be skipped is an error."""
+    parsed = []
+    for item in opts.files:
+        file_lang, sep, spec_paths = item.partition("=")
+        if not sep or not file_lang or not spec_paths:
+            raise InputError(f"--files {item!r}: write LANG=pairs.tsv (en<TAB>x per line) or LANG=en.txt+x.txt")
+        if file_lang not in opts.langs:
+            hint = f" (languages are lower case: {file_lang.lower()})" if file_lang.lower() in opts.langs else ""
+            raise InputError(f"--files {item!r}: {file_lang} is not among --langs {','.join(opts.langs)}{hint}; "
+                             f"add it to --langs, or drop the entry")
+        paths = [Path(p) for p in spec_paths.split("+")]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing or len(paths) > 2:
+            raise InputError(f"--files {item!r}: " + (f"no such file {missing[0]}" if missing else
+                                                      "give one TSV file or two line-aligned files (en+x)"))
+        parsed.append((file_lang, paths))
+    return parsed
 
 
 # --------------------------------------------------------------------------- stage 1: pairs
@@ -363,6 +380,7 @@ def _refuse_other_settings(out: Path, config: dict) -> None:
 
 
 def build(opts: BuildDataOptions) -> dict:
+    parse_files(opts)  # a bad --files entry fails here, before hours of work, not silently later
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict = {}
