@@ -254,3 +254,18 @@ def test_two_processes_fine_tune_and_evaluate_once(mirror, tmp_path):
         assert set(predictions) == {"q1"}
     assert json.loads((tmp_path / "two/seed-1/predictions/xquad.de.json").read_text()) == \
         json.loads((tmp_path / "one/seed-1/predictions/xquad.de.json").read_text())
+
+
+def test_evaluating_into_a_fine_tuning_run_is_refused(mirror, tmp_path, capsys):
+    base = tiny_checkpoint(tmp_path / "base")
+    train_file = write(tmp_path / "train.json", json.dumps(squad_json(
+        [(c, [(f"t-{lang}", q, a, c.index(a))]) for lang, c, a, q in SCRIPTS]), ensure_ascii=False))
+    out = tmp_path / "run"
+    run_finetune(QAFinetuneOptions(model=str(base), head="qass", train_data=str(train_file), seeds=[1], max_steps=1,
+                                   batch_size=2, max_length=96, eval_datasets=["xquad"], data_dir=str(mirror),
+                                   out=str(out)))
+    before = (out / "metrics.json").read_bytes()
+    assert main(["evaluate", "qa", "--model", str(out / "seed-1/model"), "--data-dir", str(mirror),
+                 "--out", str(out)]) == 2
+    assert "holds the outputs of another command (QAFinetuneOptions)" in capsys.readouterr().err
+    assert (out / "metrics.json").read_bytes() == before

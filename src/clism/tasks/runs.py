@@ -31,6 +31,23 @@ def claim_run_folder(opts) -> Path:
     return out
 
 
+def claim_output_folder(opts) -> Path:
+    """The output folder of a command that is not a training run (evaluation): refused when it
+    holds another command's run, whose metrics it would overwrite."""
+    from clism.config import ConfigError, load_file
+
+    out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder: choose another --out")
+    saved = out / "config.yaml"
+    if saved.is_file():
+        saved_type = load_file(saved).get("_type")
+        if saved_type and saved_type != type(opts).__name__:
+            raise ConfigError(f"--out {out} holds the outputs of another command ({saved_type}); evaluating into it "
+                              "would overwrite them: choose another --out")
+    return out
+
+
 def _claim(out: Path, opts) -> None:
     from clism.config import ConfigError, differences, load_file, save_config, with_defaults
 

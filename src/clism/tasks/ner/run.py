@@ -23,7 +23,8 @@ from clism.benchmarks.ner import NERSentence, entity_types, read_ner, to_iob2
 from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.evaluation.ner_metrics import entity_scores
-from clism.tasks.runs import claim_run_folder, record_training, run_seeds, train_one_seed, write_summary
+from clism.tasks.runs import (claim_output_folder, claim_run_folder, record_training, run_seeds, train_one_seed,
+                              write_summary)
 from clism.training.processes import is_main_process
 from clism.training.options import FinetuneOptions
 from clism.training.settings import EvalSettings, TrainSettings, default_of
@@ -232,7 +233,7 @@ def run_evaluate(opts: NEREvalOptions) -> dict:
     if not opts.model:
         raise InputError("give --model (a fine-tuned NER checkpoint) or --predictions with --data")
     model, tokenizer = load_token_classifier(opts.model)
-    out = Path(opts.out)
+    out = claim_output_folder(opts)
     save_config(opts, out / "config.yaml")
     sets = ner_evaluation_sets(opts.datasets, opts.langs, opts.split, opts.data_dir, opts.max_eval_examples)
     results = evaluate_sets(model, tokenizer, sets, out, opts.max_length, opts.eval_batch_size)

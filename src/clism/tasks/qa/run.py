@@ -28,7 +28,8 @@ from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.files import write_atomic
 from clism.evaluation.qa_metrics import QAMetric, score_predictions
-from clism.tasks.runs import claim_run_folder, record_training, run_seeds, train_one_seed, write_summary
+from clism.tasks.runs import (claim_output_folder, claim_run_folder, record_training, run_seeds, train_one_seed,
+                              write_summary)
 from clism.training.processes import is_main_process
 from clism.training.options import FinetuneOptions
 from clism.training.settings import EvalSettings, default_of
@@ -258,7 +259,7 @@ def run_evaluate(opts: QAEvalOptions) -> dict:
         raise InputError("give --model (a fine-tuned checkpoint) or --predictions with --data")
     head = opts.head or saved_head(opts.model, default="linear")
     model, tokenizer = load_span_model(opts.model, head, trained_head=True)
-    out = Path(opts.out)
+    out = claim_output_folder(opts)
     save_config(opts, out / "config.yaml")
     sets = evaluation_sets(opts.datasets, opts.langs, opts.split, opts.cross_lingual, opts.data_dir,
                            opts.max_eval_examples)
