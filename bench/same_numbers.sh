@@ -10,8 +10,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${SAME_NUMBERS_DIR:-/tmp/clism-same-numbers}
 mkdir -p "$work"
 run() {  # $1 revision, $2 output folder
-  local src="$work/src-$1"
-  [ -d "$src" ] || git -C "$repo" worktree add -f --detach "$src" "$1" >/dev/null
+  local sha; sha=$(git -C "$repo" rev-parse --short "$1")
+  local src="$work/src-$sha"  # by commit, so that HEAD today is not HEAD of an earlier run
+  [ -d "$src" ] || git -C "$repo" worktree add -f --detach "$src" "$sha" >/dev/null
   export PYTHONPATH="$src/src"
   local o="$2"; mkdir -p "$o"
   local qa=(--head qass --train-examples 32 --seeds 1 --max-steps 8 --max-length 256 --dropout 0
