@@ -72,3 +72,17 @@ def test_scores_count_missing_as_zero():
     assert result["exact_match"] == pytest.approx(100 / 3)
     # a: 1, b: 0, c: max(F1('nikola','tesla')=0, F1('nikola','nikola tesla')=2/3)
     assert result["f1"] == pytest.approx(100 * (1 + 2 / 3) / 3)
+
+
+def test_a_prediction_file_of_another_dataset_is_refused(tmp_path, capsys):
+    import json as _json
+
+    from clism.cli import main
+
+    gold = tmp_path / "gold.json"
+    gold.write_text(_json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "Paris is in France.", "qas": [
+        {"id": "a", "question": "Where?", "answers": [{"text": "France", "answer_start": 12}]}]}]}]}))
+    other = tmp_path / "other.json"
+    other.write_text(_json.dumps({"zz": "France"}))
+    assert main(["evaluate", "qa", "--predictions", str(other), "--data", str(gold)]) == 2
+    assert "none of its 1 question ids" in capsys.readouterr().err

@@ -56,3 +56,15 @@ def test_empty_file_is_an_error(tmp_path):
 def test_xtreme_language_prefix_is_stripped(tmp_path):
     sentences = list(iter_ner(write(tmp_path / "x", "de:Berlin\tB-LOC\nde:ist\tO\n"), lang="de"))
     assert sentences[0].words == ["Berlin", "ist"]
+
+
+def test_iobes_tags_are_read_as_iob2_and_numbers_as_words(tmp_path):
+    from clism.benchmarks.ner import read_ner
+
+    path = tmp_path / "iobes.tsv"
+    path.write_text("Angela\tNNP\tB-PER\nMerkel\tNNP\tE-PER\nin\tIN\tO\n1990\tCD\tO\nParis\tNNP\tS-LOC\n\n"
+                    "0\tJohn\tS-PER\n1\tlives\tO\n", encoding="utf-8")
+    first, second = read_ner(path)
+    assert first.words == ["Angela", "Merkel", "in", "1990", "Paris"]  # "1990" is a word, not an index
+    assert first.tags == ["B-PER", "I-PER", "O", "O", "B-LOC"]
+    assert second.words == ["John", "lives"] and second.tags == ["B-PER", "O"]  # WikiAnn's index column

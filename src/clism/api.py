@@ -51,10 +51,17 @@ class QAPredictor:
         spans, _ = predict_spans(self.model, self.tokenizer, examples, self.max_length, self.doc_stride,
                                  self.batch_size, self.que_token_id, max_answer_tokens=self.max_answer_tokens)
         return [{"answer": spans[e.id].text, "start": spans[e.id].start, "end": spans[e.id].end,
-                 "score": round(spans[e.id].score, 4)} for e in examples]
+                 "score": _finite(spans[e.id].score)} for e in examples]
 
     def __call__(self, question: str, context: str) -> dict:
         return self.predict([(question, context)])[0]
+
+
+def _finite(score: float) -> float | None:
+    """JSON has no infinity: a passage with no possible answer scores None, not -Infinity."""
+    import math
+
+    return round(score, 4) if math.isfinite(score) else None
 
 
 @dataclass

@@ -5,8 +5,9 @@ Layouts, told apart per line:
 - ``token POS tag`` or ``token ... tag``, space separated (CoNLL-2002, CoNLL-2003
   originals): the first column is the word, the last the tag;
 - ``token<TAB>tag`` (XTREME PAN-X), with an optional ``lang:`` prefix on the word.
-``-DOCSTART-`` lines are skipped. Tags are kept as written (IOB1-style ``I-`` starts
-included); ``to_iob2`` rewrites them for training, and seqeval reads both.
+``-DOCSTART-`` lines are skipped. IOBES tags are read as IOB2 (``S-X`` as ``B-X``, ``E-X`` as
+``I-X``); IOB1-style ``I-`` starts are kept as written, ``to_iob2`` rewrites them for
+training, and seqeval reads both.
 """
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ def iter_ner(path: str | Path, lang: str = "", label_set: set[str] | None = None
                 words, tags = [], []
             continue
         cols = _split(line)
-        if len(cols) == 3 and "\t" in line and cols[0].isdigit():
+        # WikiAnn's index column counts the words of the sentence from 0; a first column that
+        # does not is a word (a number such as "1990" in a word<TAB>POS<TAB>tag line)
+        if len(cols) == 3 and "\t" in line and cols[0].isdigit() and int(cols[0]) == len(words):
             word, tag = cols[1], cols[2]
         elif len(cols) >= 2:
             word, tag = cols[0], cols[-1]
@@ -73,6 +76,8 @@ def iter_ner(path: str | Path, lang: str = "", label_set: set[str] | None = None
                 f"{path}: line {line_no}: entity type {tag[2:]!r} is not in the label set "
                 f"{sorted(label_set)}; pass the right label set or map the tag"
             )
+        if tag[:2] in ("S-", "E-"):
+            tag = ("B-" if tag[0] == "S" else "I-") + tag[2:]
         if prefix and word.startswith(prefix) and len(word) > len(prefix):
             word = word[len(prefix):]
         if not words:

@@ -282,8 +282,15 @@ def score_file(opts: QAEvalOptions) -> dict:
     read_squad_files([opts.data], require_valid_answers=False)
     gold = gold_answers_from_squad_json(read_json(opts.data))
     metric = QAMetric(opts.metric or "squad", opts.lang, opts.whitespace_fallback)
+    matched = set(predictions) & set(gold)
+    if not matched:
+        raise DataFormatError(f"{opts.predictions}: none of its {len(predictions)} question ids is in {opts.data} "
+                              "(is it the prediction file of another dataset or language?)")
     result = score_predictions(metric, gold, predictions)
     unknown = len(set(predictions) - set(gold))
     if unknown:
         log.warning("%d predicted ids are not in %s (ignored)", unknown, opts.data)
+    if result["missing"]:
+        log.warning("%d of %d questions of %s have no prediction (scored 0)", result["missing"], result["total"],
+                    opts.data)
     return result
