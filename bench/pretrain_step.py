@@ -28,7 +28,7 @@ def main() -> None:
     from clism.pretraining.model import LossSettings
     from clism.pretraining.train import PretrainOptions, load_pretrain_model
 
-    model, tokenizer, que_id = load_pretrain_model(PretrainOptions(model=args.model, dropout=args.dropout))
+    model, tokenizer, que_id, _ = load_pretrain_model(PretrainOptions(model=args.model, dropout=args.dropout))
     instances = load_instances(args.data)[: args.batch_size * (args.rounds + 1)]
     full_features, _ = build_pretrain_features(instances, tokenizer, que_id, 128, use_clism=True)
     tlm_features, _ = build_pretrain_features(instances, tokenizer, que_id, 128, use_clism=False)
