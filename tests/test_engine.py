@@ -210,3 +210,15 @@ def test_a_folder_written_atomically_is_whole_or_absent(tmp_path):
     assert (target / "config.json").read_text() == "{}" and (target / "weights").read_text() == "1"
     write_atomic(tmp_path / "state.json", "{}")
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_tensorboard_gets_the_same_records_as_the_log(tmp_path):
+    pytest.importorskip("tensorboard")
+    train(qa_job(), TrainSettings(lr=1e-3, batch_size=2, max_steps=2, log_every=1, checkpoint_every=0,
+                                  report_to="tensorboard"), seed=1, out=tmp_path / "run")
+    events = list((tmp_path / "run").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
+    assert {"loss", "lr_encoder", "lr_head", "head_moved"} <= set(scalars)
