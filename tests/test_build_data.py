@@ -85,7 +85,7 @@ def test_two_builds_are_byte_identical(tmp_path):
 @pytest.mark.parametrize("cap", [0, 2])
 def test_a_build_killed_half_way_resumes_to_the_same_output(tmp_path, monkeypatch, cap):
     build(options(tmp_path, "full", max_answer_repeats=cap))
-    real = build_instances._atomic_write
+    real = build_instances.write_atomic
     calls = {"n": 0}
 
     def dies_after_two_shards(path, text):
@@ -95,10 +95,10 @@ def test_a_build_killed_half_way_resumes_to_the_same_output(tmp_path, monkeypatc
                 raise KeyboardInterrupt("killed")
         return real(path, text)
 
-    monkeypatch.setattr(build_instances, "_atomic_write", dies_after_two_shards)
+    monkeypatch.setattr(build_instances, "write_atomic", dies_after_two_shards)
     with pytest.raises(KeyboardInterrupt):
         build(options(tmp_path, "resumed", max_answer_repeats=cap))
-    monkeypatch.setattr(build_instances, "_atomic_write", real)
+    monkeypatch.setattr(build_instances, "write_atomic", real)
     assert len(list((tmp_path / "resumed/instances").glob("*.jsonl"))) == 2
     build(options(tmp_path, "resumed", max_answer_repeats=cap))  # the cap's count carries over the finished shards
     assert tree(tmp_path / "full") == tree(tmp_path / "resumed")

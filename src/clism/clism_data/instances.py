@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 from clism.clism_data.instance import Instance, ProjectedAnswer, iter_instances  # noqa: F401 (re-exported)
 from clism.constants import QUE_TOKEN
+from clism.files import write_atomic
 from clism.errors import InputError
 SPAN_REJECTIONS = ("stop_words_only", "too_many_words", "partial_word")
 
@@ -73,12 +74,6 @@ class BuildDataOptions:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _dumps(obj) -> str:
@@ -173,7 +168,7 @@ def stage_pairs(lang: str, sources: list[Source], work: Path, opts: BuildDataOpt
     stats = {"read": counts["read"] + empty, "empty_side": empty, "too_long": counts["too_long"],
              "duplicate": counts["duplicate"], "kept": counts["kept"],
              "inputs": {str(p): sha256_of(p) for s in sources for p in s.paths}}
-    _atomic_write(done, json.dumps(stats, indent=1))
+    write_atomic(done, json.dumps(stats, indent=1))
     return stats
 
 
@@ -351,8 +346,8 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
                 if instance is not None:
                     lines.append(_dumps(instance.to_json()) + "\n")
                 bar.update(1)
-            _atomic_write(path, "".join(lines))
-            _atomic_write(stats_path, json.dumps(dict(sorted(stats.items())), indent=1))
+            write_atomic(path, "".join(lines))
+            write_atomic(stats_path, json.dumps(dict(sorted(stats.items())), indent=1))
             all_stats.append(dict(stats))
     return all_stats
 
@@ -376,7 +371,7 @@ def _refuse_other_settings(out: Path, config: dict) -> None:
                              f"{', '.join(f'{before.get(k)!r} -> {content.get(k)!r}' for k in changed)}); "
                              f"pass another --out, or delete {out} to rebuild it")
     else:
-        _atomic_write(path, json.dumps(content, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+        write_atomic(path, json.dumps(content, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 def build(opts: BuildDataOptions) -> dict:
@@ -413,8 +408,8 @@ def build(opts: BuildDataOptions) -> dict:
             total.update(s)
         manifest["languages"][lang] = {"input": pair_stats, "output": dict(sorted(total.items()))}
         manifest["alignment_cache_keys"][lang] = key
-    _atomic_write(out / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
-    _atomic_write(out / "timings.json", json.dumps(timings, indent=1) + "\n")
+    write_atomic(out / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    write_atomic(out / "timings.json", json.dumps(timings, indent=1) + "\n")
     return manifest
 
 
