@@ -15,7 +15,7 @@ import tiny_models
 from clism.cli import main
 from clism.config import ConfigError, load_file
 from clism.tasks.qa.features import build_features, collate
-from clism.models.span_model import QUE_TOKEN, SpanExtractionModel, ensure_que_token
+from clism.models.span_model import SpanExtractionModel, ensure_que_token
 from clism.training.engine import Job, length_grouped_batches, read_log, shuffled_batches, train
 from clism.training.settings import TrainSettings
 from conftest import squad_json, write

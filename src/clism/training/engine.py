@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import nullcontext
 import math
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
