@@ -95,6 +95,8 @@ def test_a_checkpoint_without_a_trained_head_is_refused_not_used_at_random(tmp_p
     assert "holds no span head, not a trained qass head" in capsys.readouterr().err
     assert main(["predict", "ner", "--model", str(base), "--text", "Anna lives in Rome."]) == 2
     assert "holds no trained NER classifier" in capsys.readouterr().err
+    assert main(["predict", "qa", "--model", str(tmp_path / "typo"), "--question", "Q?", "--context", "C."]) == 2
+    assert "typo: no such checkpoint folder" in capsys.readouterr().err
 
 
 def test_the_python_api_gives_the_answers_of_clism_predict(tmp_path, capsys):

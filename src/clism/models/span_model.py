@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from clism.constants import IGNORE_INDEX, QUE_TOKEN  # noqa: F401  (QUE_TOKEN is re-exported)
-from clism.errors import InputError
+from clism.errors import InputError, NotFoundError
 from clism.models.backbone import dropout_overrides  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -138,9 +138,13 @@ def saved_head(name_or_path: str, default: str | None = None) -> str:
     """The head type a clism checkpoint was saved with; ``default`` (or an error) otherwise."""
     from clism.models.registry import resolve_model
 
-    meta = Path(resolve_model(name_or_path)) / META_FILE
+    folder = Path(resolve_model(name_or_path))
+    meta = folder / META_FILE
     if meta.is_file():
         return json.loads(meta.read_text())["head"]
+    if not folder.is_dir():  # a hub id cannot hold a clism head, and a mistyped path is the likelier case
+        raise NotFoundError(f"{name_or_path}: no such checkpoint folder; give the model/ folder of a fine-tuning "
+                            "seed, e.g. runs/qa/seed-1/model")
     if default is None:
         raise InputError(f"{name_or_path} holds no span head ({META_FILE} is missing): give a checkpoint that "
                          "`clism finetune qa` (or `clism pretrain`) saved, e.g. runs/qa/seed-1/model")
