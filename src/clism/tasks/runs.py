@@ -31,14 +31,21 @@ def claim_run_folder(opts) -> Path:
     return out
 
 
+def _folder(opts) -> Path:
+    from clism.config import ConfigError
+
+    out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder: choose another --out")
+    return out
+
+
 def claim_output_folder(opts) -> Path:
     """The output folder of a command that is not a training run (evaluation): refused when it
     holds another command's run, whose metrics it would overwrite."""
     from clism.config import ConfigError, load_file
 
-    out = Path(opts.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder: choose another --out")
+    out = _folder(opts)
     saved = out / "config.yaml"
     if saved.is_file():
         saved_type = load_file(saved).get("_type")
@@ -51,9 +58,7 @@ def claim_output_folder(opts) -> Path:
 def _claim(out: Path, opts) -> None:
     from clism.config import ConfigError, differences, load_file, save_config, with_defaults
 
-    saved_path = out / "config.yaml"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder: choose another --out")
+    saved_path = _folder(opts) / "config.yaml"
     if saved_path.is_file():
         saved = with_defaults(type(opts), load_file(saved_path))
         saved_type = saved.pop("_type", type(opts).__name__)
