@@ -222,3 +222,10 @@ def test_tensorboard_gets_the_same_records_as_the_log(tmp_path):
 
     scalars = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
     assert {"loss", "lr_encoder", "lr_head", "head_moved"} <= set(scalars)
+
+
+def test_settings_built_in_python_are_checked_like_flags():
+    with pytest.raises(ConfigError, match="--batch-size must be 1 or more, got 0"):
+        train(qa_job(), TrainSettings(batch_size=0, max_steps=1), seed=1)
+    with pytest.raises(ConfigError, match="--max-steps must be 0 or more, got -3"):
+        train(qa_job(), TrainSettings(batch_size=2, max_steps=-3), seed=1)

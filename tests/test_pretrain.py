@@ -14,7 +14,8 @@ import tiny_models
 from clism.clism_data.instance import Instance
 from clism.pretraining.data import PairTemplate, build_pretrain_features, mask_tokens
 from clism.pretraining.model import CLISMPretrainModel
-from clism.pretraining.train import PretrainOptions, pretrain, read_log
+from clism.pretraining.train import PretrainOptions, pretrain
+from clism.training.engine import read_log
 
 PEOPLE = [("Anna", "Anna"), ("Omar", "Omar"), ("Li Wei", "Li Wei"), ("Maria", "Maria"), ("Jonas", "Jonas")]
 PLACES = [("Berlin", "Berlin"), ("Vienna", "Wien"), ("Rome", "Rom"), ("Cairo", "Kairo"), ("Paris", "Paris"),

@@ -203,7 +203,8 @@ def cmd_build_data(opts) -> int:
 
 
 def cmd_pretrain(opts) -> int:
-    from clism.pretraining.train import pretrain, read_log
+    from clism.pretraining.train import pretrain
+    from clism.training.engine import read_log
 
     summary = pretrain(opts)
     records = read_log(opts.out)

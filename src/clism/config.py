@@ -94,15 +94,21 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {unknown}; known: {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}: {k}") for k, v in data.items()}
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for name, value in kwargs.items():
-        minimum = fields[name].metadata.get("minimum")
+    return check_minimums(cls(**kwargs), where)
+
+
+def check_minimums(obj: T, where: str = "options") -> T:
+    """Refuse numbers below their option's ``minimum``: for flags and files here, and for options
+    built in Python through the commands' own checks (the engine calls it too)."""
+    for field in dataclasses.fields(obj):
+        minimum = field.metadata.get("minimum")
+        value = getattr(obj, field.name)
         numbers = value if isinstance(value, list) else [value]
         low = [v for v in numbers if isinstance(v, (int, float)) and not isinstance(v, bool) and minimum is not None
                and v < minimum]
         if low:
-            raise ConfigError(f"{where}: {_flag(name)} must be {minimum} or more, got {low[0]}")
-    return cls(**kwargs)
+            raise ConfigError(f"{where}: {_flag(field.name)} must be {minimum} or more, got {low[0]}")
+    return obj
 
 
 def merge(base: dict, override: dict) -> dict:

@@ -21,7 +21,6 @@ from clism.pretraining.options import PretrainOptions
 from clism.training.processes import is_main_process, process_index
 from clism.pretraining.data import build_pretrain_features, collate_pretrain, load_instances, mask_tokens
 from clism.pretraining.model import CLISMPretrainModel, LossSettings
-from clism.training.engine import read_log  # noqa: F401  (the CLI reads the log through here)
 
 log = logging.getLogger(__name__)
 

@@ -148,16 +148,16 @@ def micro_batches(batch: list[int], world: int, rank: int, micro: int) -> list[l
     """This process's micro-batches of one global batch. Every process gets the same number of
     micro-batches (so gradient synchronisation lines up), all non-empty; a full batch gives
     each process ``batch_size / world`` examples in micro-batches of ``micro``."""
-    share = split_evenly(batch, world)[rank]
-    count = -(-len(split_evenly(batch, world)[0]) // micro)
-    return split_evenly(share, count)
+    shares = split_evenly(batch, world)
+    count = -(-len(shares[0]) // micro)  # the first share is the longest
+    return split_evenly(shares[rank], count)
 
 
 def usable(batch: list[int], world: int, micro: int) -> bool:
     """False for a last, short batch too small to give every process a non-empty micro-batch
     of each accumulation step: such a batch (only ever the tail of an epoch) is skipped."""
-    smallest = len(batch) // world
-    return smallest > 0 and smallest >= -(-len(split_evenly(batch, world)[0]) // micro)
+    smallest, longest = len(batch) // world, -(-len(batch) // world)
+    return smallest > 0 and smallest >= -(-longest // micro)
 
 
 def total_steps(settings: TrainSettings, batches_per_epoch: int) -> int:

@@ -69,9 +69,9 @@ class TrainSettings(ScheduleSettings, OptimSettings):
     """Everything the engine reads: optimisation and schedule."""
 
     def check(self) -> None:
-        from clism.config import ConfigError
+        from clism.config import ConfigError, check_minimums
 
-        # ranges are checked where options enter (clism.config); these are the choices among names
+        check_minimums(self)  # the same ranges as for flags, for settings built in Python
         if self.mixed_precision not in PRECISIONS:
             raise ConfigError(f"--mixed-precision: {self.mixed_precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.report_to not in TRACKERS:
