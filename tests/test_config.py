@@ -27,6 +27,8 @@ def test_defaults_file_then_flags(tmp_path):
     opts = parse(["--config", str(cfg), "--epochs", "7", "--fp16"])
     assert opts == Opts(model="m", lr=1e-4, epochs=7, langs=["ar", "de"], fp16=True)
     assert parse(["--langs", "hi,vi"]).langs == ["hi", "vi"]
+    # a list flag given twice adds up (it used to keep only the last, silently)
+    assert parse(["--langs", "hi", "--langs", "vi,zh"]).langs == ["hi", "vi", "zh"]
 
 
 def test_saved_config_reloads_identically(tmp_path):

@@ -179,6 +179,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, positional: tup
             kwargs["metavar"] = "BOOL"
         elif typing.get_origin(tp) in (list, tuple):
             kwargs["metavar"] = "A,B,..."
+            kwargs["action"] = "append"  # `--arms a --arms b` means `--arms a,b`, never just b
         else:
             kwargs["metavar"] = getattr(tp, "__name__", "VALUE").upper()
         parser.add_argument(_flag(field.name), **kwargs)
@@ -194,6 +195,8 @@ def resolve(cls: type[T], args: argparse.Namespace) -> T:
                               "another command")
     for field in dataclasses.fields(cls):
         value = getattr(args, field.name, None)
+        if isinstance(value, list):  # a list flag given once or more (action="append")
+            value = ",".join(value)
         if value is not None:
             data[field.name] = value
     where = f"options (from {args.config} and flags)" if getattr(args, "config", None) else "options"
