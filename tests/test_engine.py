@@ -229,3 +229,43 @@ def test_settings_built_in_python_are_checked_like_flags():
         train(qa_job(), TrainSettings(batch_size=0, max_steps=1), seed=1)
     with pytest.raises(ConfigError, match="--max-steps must be 0 or more, got -3"):
         train(qa_job(), TrainSettings(batch_size=2, max_steps=-3), seed=1)
+
+
+def test_losses_read_back_every_few_steps_are_the_losses_read_every_step(tmp_path, monkeypatch):
+    """On a GPU the engine reads losses back only every log_every steps (no host sync per
+    step): the same losses, the same log lines, and a non-finite loss still named by its step."""
+    from clism.errors import TrainingDivergedError
+    from clism.training import engine
+
+    settings = TrainSettings(lr=1e-3, batch_size=2, max_steps=7, warmup_ratio=0.0, log_every=3, checkpoint_every=0)
+    every_step = train(qa_job(), settings, seed=1, out=tmp_path / "a")
+    monkeypatch.setattr(engine, "reads_every_step", lambda device: False)
+    deferred = train(qa_job(), settings, seed=1, out=tmp_path / "b")
+    assert deferred.losses == every_step.losses and len(deferred.losses) == 7
+    strip = lambda rows: [{k: v for k, v in r.items() if "per_s" not in k and "share" not in k} for r in rows]
+    assert strip(read_log(tmp_path / "b")) == strip(read_log(tmp_path / "a"))
+    assert [r["step"] for r in read_log(tmp_path / "b")] == [1, 3, 6, 7]
+
+    job = qa_job()
+    forward = job.model.forward
+
+    def nan_at_step_5(**batch):
+        out = forward(**batch)
+        nan_at_step_5.calls += 1
+        return {**out, "loss": out["loss"] * float("nan")} if nan_at_step_5.calls == 5 else out
+
+    nan_at_step_5.calls = 0
+    job.model.forward = nan_at_step_5
+    with pytest.raises(TrainingDivergedError, match="at step 5"):
+        train(job, settings, seed=1, out=tmp_path / "c")
+
+
+def test_model_flops_follow_the_usual_count():
+    """6 N s + 12 L d s^2 per sequence (PaLM's MFU convention), N the layers' matrix weights."""
+    from types import SimpleNamespace
+
+    from clism.models.flops import layer_matrix_params, train_flops
+
+    e5_small = SimpleNamespace(hidden_size=384, intermediate_size=1536, num_hidden_layers=12)
+    assert layer_matrix_params(e5_small) == 21_233_664  # the layers' 21.29M weights less biases and LayerNorms
+    assert train_flops(e5_small, [100, 28]) == 6 * 21_233_664 * 128 + 12 * 12 * 384 * (100 ** 2 + 28 ** 2)

@@ -13,7 +13,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 import yaml
 
@@ -232,6 +232,13 @@ def differences(saved: dict, wanted: dict) -> list[str]:
     wanted = json.loads(json.dumps(wanted))  # tuples and lists compare as a saved file reads them
     keys = sorted(set(saved) | set(wanted))
     return [f"{k}: {saved.get(k)!r} then, {wanted.get(k)!r} now" for k in keys if saved.get(k) != wanted.get(k)]
+
+
+def changed_settings(cls: Optional[type], saved: dict, wanted: dict) -> list[str]:
+    """``differences`` between a saved run's settings and today's, over today's settings, with
+    options the saved run predates read at their defaults (it ran as that default does)."""
+    filled = with_defaults(cls, saved) if cls is not None else saved
+    return differences({k: filled.get(k) for k in wanted}, wanted)
 
 
 def with_defaults(cls: type, saved: dict) -> dict:

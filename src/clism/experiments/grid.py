@@ -309,14 +309,12 @@ def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
 def check_same_budget(out: Path, opts, arm: str) -> None:
     """An arm found in the work folder must have been pre-trained with the grid's settings,
     or the comparison between arms would not be the equal-budget one the grid promises."""
-    from clism.config import differences, load_file, with_defaults
+    from clism.config import changed_settings, load_file
 
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = with_defaults(type(opts), load_file(saved_path))
-    wanted = opts.learning_identity()
-    diff = differences({k: saved.get(k) for k in wanted}, wanted)
+    diff = changed_settings(type(opts), load_file(saved_path), opts.learning_identity())
     if diff:
         raise ConfigError(f"arm {arm}: {saved_path} was pre-trained with other settings ({'; '.join(diff)}; "
                           f"'now' is the grid). Delete {out} to pre-train it again, or make the grid's pretrain "

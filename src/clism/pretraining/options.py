@@ -27,6 +27,8 @@ class PretrainOptions(TrainSettings, ModelSettings):
     warmup_steps: int = default_of(TrainSettings, "warmup_steps", 1500)
     seed: int = option(1, "seed of initialisation, data order and masking")
     max_instances: int = option(0, "use only the first N instances (0: all)")
+    group_by_length: bool = option(False, "batches of instances of similar length (less padding, faster; "
+                                          "batches are less mixed)")
     resume: bool = option(False, "require a checkpoint in --out to continue (a rerun continues one anyway)")
     overwrite: bool = option(False, "start again in an --out that holds a run (its checkpoint and log are removed)")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from clism.config import ConfigError, differences, save_config
+from clism.config import ConfigError, changed_settings, save_config
 from clism.files import write_atomic
 from clism.pretraining.options import PretrainOptions
 from clism.training.processes import is_main_process, process_index
@@ -59,13 +59,13 @@ def load_pretrain_model(opts: PretrainOptions):
 def pretrain(opts: PretrainOptions) -> dict:
     from accelerate.utils import set_seed
 
-    from clism.training.engine import Job, shuffled_batches, train
+    from clism.training.engine import Job, length_grouped_batches, shuffled_batches, train
 
     out = Path(opts.out)
     summary_path = out / "summary.json"
     if summary_path.is_file() and not opts.overwrite:
         summary = json.loads(summary_path.read_text())
-        diff = differences(summary.get("identity", {}), opts.learning_identity())
+        diff = changed_settings(PretrainOptions, summary.get("identity", {}), opts.learning_identity())
         if not diff:
             log.info("%s already holds this finished run (%d steps); nothing to do", out, summary["steps"])
             return summary
@@ -92,10 +92,22 @@ def pretrain(opts: PretrainOptions) -> dict:
                                                                   opts.mlm_probability)
         return batch
 
-    job = Job("pretrain", model, features, collate, shuffled_batches(len(features), opts.batch_size, opts.seed),
-              is_head=lambda name: name in fresh,
-              tokens=lambda b: int(b["joint_mask"].sum() + b["english_mask"].sum()),
-              identity=opts.learning_identity())
+    from clism.models.flops import train_flops
+
+    config = model.encoder.config
+
+    def flops(b: dict) -> float:  # the joint input, and the English side again when CACR encodes it
+        streams = [b["joint_mask"]] + ([b["english_mask"]] if opts.cacr else [])
+        return sum(train_flops(config, mask.sum(1).tolist()) for mask in streams)
+
+    if opts.group_by_length:
+        lengths = [len(f.joint_ids) + (len(f.english_ids) if opts.cacr else 0) for f in features]
+        batches = length_grouped_batches(lengths, opts.batch_size, opts.seed)
+    else:
+        batches = shuffled_batches(len(features), opts.batch_size, opts.seed)
+    job = Job("pretrain", model, features, collate, batches, is_head=lambda name: name in fresh,
+              tokens=lambda b: int(b["joint_mask"].sum() + (b["english_mask"].sum() if opts.cacr else 0)),
+              flops=flops, identity=opts.learning_identity(), settings_class=PretrainOptions)
     out.mkdir(parents=True, exist_ok=True)
     result = train(job, opts, opts.seed, out=out, overwrite=opts.overwrite, require_checkpoint=opts.resume,
                    on_start=lambda: save_config(opts, out / "config.yaml"))

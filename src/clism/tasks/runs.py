@@ -56,15 +56,14 @@ def claim_output_folder(opts) -> Path:
 
 
 def _claim(out: Path, opts) -> None:
-    from clism.config import ConfigError, differences, load_file, save_config, with_defaults
+    from clism.config import ConfigError, changed_settings, load_file, save_config
 
     saved_path = _folder(opts) / "config.yaml"
     if saved_path.is_file():
-        saved = with_defaults(type(opts), load_file(saved_path))
+        saved = load_file(saved_path)
         saved_type = saved.pop("_type", type(opts).__name__)
-        wanted = opts.learning_identity()
         diff = [f"command: {saved_type} then, {type(opts).__name__} now"] if saved_type != type(opts).__name__ \
-            else differences({k: saved.get(k) for k in wanted}, wanted)
+            else changed_settings(type(opts), saved, opts.learning_identity())
         if diff and not opts.overwrite:
             raise ConfigError(f"{out} holds a run with other settings ({'; '.join(diff)}): choose another --out, "
                               "or pass --overwrite to replace it")
@@ -103,12 +102,16 @@ def run_seeds(out: Path, seeds: Sequence[int], run_one: Callable[[int, Path], di
 def train_one_seed(task: str, model, features: list, collate, opts, seed: int, run_dir: Path, head_prefix: str):
     """Fine-tune ``model`` on ``features`` (windows with ``input_ids``) through the engine, in
     length-grouped batches; the parameters under ``head_prefix`` form the head group."""
+    from clism.models.flops import train_flops
     from clism.training.engine import Job, length_grouped_batches, train
 
+    config = getattr(model, "config", None) or model.encoder.config  # a transformers model, or our span model
     job = Job(f"{task} seed {seed}", model, features, lambda batch, step, micro: collate(batch),
               length_grouped_batches([len(f.input_ids) for f in features], opts.batch_size, seed),
               is_head=lambda name: name.startswith(head_prefix),
-              tokens=lambda batch: int(batch["attention_mask"].sum()), identity=opts.learning_identity())
+              tokens=lambda batch: int(batch["attention_mask"].sum()),
+              flops=lambda batch: train_flops(config, batch["attention_mask"].sum(1).tolist()),
+              identity=opts.learning_identity(), settings_class=type(opts))
     return train(job, opts.train_settings(), seed, out=run_dir)
 
 

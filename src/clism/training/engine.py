@@ -33,7 +33,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from clism.config import ConfigError, differences
+from clism.config import ConfigError, changed_settings
 from clism.errors import InputError, NotFoundError, TrainingDivergedError
 from clism.files import write_atomic
 from clism.training.settings import TrainSettings
@@ -95,7 +95,10 @@ class Job:
     batch_plan: Callable[[int], list[list[int]]]  # epoch -> global batches of item indices
     is_head: Callable[[str], bool] = lambda name: False  # parameters that form the task head
     tokens: Optional[Callable[[dict], int]] = None  # tokens in a batch, for tokens/s
+    flops: Optional[Callable[[dict], float]] = None  # model FLOPs of a batch's forward and backward
     identity: dict = field(default_factory=dict)  # settings a resumed run must share
+    settings_class: Optional[type] = None  # the options dataclass behind identity (a saved run's
+    # identity that predates an option is read at that option's default)
 
 
 @dataclass
@@ -158,6 +161,12 @@ def usable(batch: list[int], world: int, micro: int) -> bool:
     of each accumulation step: such a batch (only ever the tail of an epoch) is skipped."""
     smallest, longest = len(batch) // world, -(-len(batch) // world)
     return smallest > 0 and smallest >= -(-longest // micro)
+
+
+def reads_every_step(device: torch.device) -> bool:
+    """On an accelerator, reading a loss back (``.item()``, an isfinite test) waits for the
+    device: there, losses are read every ``log_every`` steps. On a CPU reading is free."""
+    return device.type == "cpu"
 
 
 def total_steps(settings: TrainSettings, batches_per_epoch: int) -> int:
@@ -270,6 +279,8 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
     model = job.model
     if settings.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    on_cpu = reads_every_step(accelerator.device)
+    pin = accelerator.device.type == "cuda"
 
     def plan_of(epoch: int) -> list[list[int]]:
         return [b for b in job.batch_plan(epoch) if usable(b, world, micro)]
@@ -288,10 +299,13 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
     # step it once per process); it is registered so that save_state keeps it.
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    if settings.torch_compile:  # in place, so parameter names (and checkpoints) stay as they are
+        accelerator.unwrap_model(model).compile()
     head_start = {n: p.detach().clone() for n, p in accelerator.unwrap_model(model).named_parameters()
                   if n in head_names}
 
     step, epoch, batch_in_epoch, losses, seen, tokens, resumed_from = 0, 0, 0, [], 0, 0, 0
+    flops = 0.0
     if out is not None:
         if accelerator.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
@@ -307,7 +321,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
         if saved is None and accelerator.is_main_process and read_log(out):
             (out / "log.jsonl").unlink()  # the log of a run that left no checkpoint
         if saved is not None:
-            diff = differences(saved["identity"], identity)
+            diff = changed_settings(job.settings_class, saved["identity"], identity)
             if diff:
                 raise ConfigError(f"{out} holds a {job.name} run with other settings ({'; '.join(diff)}): rerun with "
                                   "the same settings to continue it, or pass --overwrite to start again")
@@ -341,6 +355,32 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
         set_head_only(True)
     bar = tqdm(total=total, initial=step, desc=job.name, unit="step", disable=not accelerator.is_local_main_process)
     started, seen_before, tokens_before, waited = time.perf_counter(), seen, tokens, 0.0
+    pending: list[tuple[int, dict[str, torch.Tensor]]] = []  # (step, loss parts) not yet read back
+
+    def read_losses() -> dict[str, float]:
+        """Read back the loss parts of the pending steps (one device sync, one all-reduce),
+        append each step's loss to ``losses``, stop on the first non-finite one; return the
+        parts of the last step."""
+        names = sorted(pending[0][1])
+        values = torch.stack([torch.stack([parts[k] for k in names]) for _, parts in pending])
+        if world > 1:  # the loss of a step is the mean over processes, not this process's share
+            values = accelerator.reduce(values, reduction="mean")
+        rows = values.tolist()
+        for (at, _), row in zip(pending, rows):
+            if not all(math.isfinite(v) for v in row):
+                raise diverged(at, dict(zip(names, row)))
+            losses.append(row[names.index("loss")])
+        pending.clear()
+        return dict(zip(names, rows[-1]))
+
+    def diverged(at: int, parts: dict[str, float]) -> TrainingDivergedError:
+        where = (f"; the last good checkpoint is {out / 'checkpoint'}" if out is not None
+                 and (out / "checkpoint").exists() else "")
+        parts_text = ", ".join(f"{k[5:]} {v:.4g}" for k, v in parts.items() if k.startswith("loss_"))
+        return TrainingDivergedError(
+            f"{job.name}: loss is {parts['loss']} at step {at}" + (f" ({parts_text})" if parts_text else "")
+            + f"; stopped{where}. Lower the learning rate, or check the inputs of this step")
+
     while step < total:
         plan = plan_of(epoch)
         while batch_in_epoch < len(plan) and step < total:
@@ -348,7 +388,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
                 set_head_only(False)
                 head_only = False
             mine = micro_batches(plan[batch_in_epoch], world, accelerator.process_index, micro)
-            parts: dict[str, float] = {}
+            parts: dict[str, torch.Tensor] = {}
             examples = sum(len(m) for m in mine)
             equal = len({len(m) for m in mine}) == 1
             for a, indices in enumerate(mine):
@@ -357,26 +397,21 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
                 waited += time.perf_counter() - t_data
                 if job.tokens is not None:
                     tokens += job.tokens(batch) * world
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                if job.flops is not None:
+                    flops += job.flops(batch) * world
+                batch = {k: (v.pin_memory() if pin else v).to(accelerator.device, non_blocking=pin)
+                         for k, v in batch.items()}
                 result = model(**batch)
                 # a short last micro-batch counts for what it holds
-                share = len(indices) / examples
-                loss = result["loss"] / len(mine) if equal else result["loss"] * share
-                if not torch.isfinite(loss):
-                    where = (f"; the last good checkpoint is {out / 'checkpoint'}" if out is not None
-                             and (out / "checkpoint").exists() else "")
-                    parts_text = ", ".join(f"{k[5:]} {v.item():.4g}" for k, v in result.items()
-                                           if k.startswith("loss_"))
-                    raise TrainingDivergedError(
-                        f"{job.name}: loss is {result['loss'].item()} at step {step + 1}"
-                        + (f" ({parts_text})" if parts_text else "") + f"; stopped{where}. Lower the learning "
-                        "rate, or check the inputs of this step")
+                weight = 1 / len(mine) if equal else len(indices) / examples
+                loss = result["loss"] * weight
+                if on_cpu and not torch.isfinite(loss):  # before the step, so the weights stay good
+                    raise diverged(step + 1, {k: v.item() for k, v in result.items() if k.startswith("loss")})
                 with accelerator.no_sync(model) if a < len(mine) - 1 else nullcontext():
                     accelerator.backward(loss)
                 for k, v in result.items():
                     if k.startswith("loss"):
-                        parts[k] = parts.get(k, 0.0) + (v.item() / len(mine) if equal else
-                                                        v.item() * share)
+                        parts[k] = parts.get(k, 0.0) + v.detach().float() * weight
             if settings.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
             optimizer.step()
@@ -385,21 +420,24 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
             step += 1
             batch_in_epoch += 1
             seen += len(plan[batch_in_epoch - 1])
-            if world > 1:  # the loss of the step is the mean over processes, not this process's share
-                names = sorted(parts)
-                mean = accelerator.reduce(torch.tensor([parts[k] for k in names], device=accelerator.device),
-                                          reduction="mean")
-                parts = dict(zip(names, mean.tolist()))
-            losses.append(parts["loss"])
+            pending.append((step, parts))
+            bar.update(1)
+            every = settings.checkpoint_every
+            checkpoint_due = out is not None and every and (step % every == 0 or (step == total and total > every))
+            log_due = step % max(settings.log_every, 1) == 0 or step in (1, total)
+            if not (on_cpu or log_due or checkpoint_due):
+                continue
+            parts = read_losses()
             elapsed = time.perf_counter() - started
             speed = {"examples_per_s": round((seen - seen_before) / max(elapsed, 1e-9), 2),
                      "data_wait_share": round(waited / max(elapsed, 1e-9), 4)}
             if job.tokens is not None:
                 speed["tokens_per_s"] = round((tokens - tokens_before) / max(elapsed, 1e-9), 1)
+            if job.flops is not None:  # since this process started (a resumed run counts anew)
+                speed["model_tflops_per_s"] = round(flops / max(elapsed, 1e-9) / 1e12, 4)
             bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in parts.items()}
                             | {"ex_s": f"{speed['examples_per_s']:.1f}"})
-            bar.update(1)
-            if out is not None and (step % max(settings.log_every, 1) == 0 or step in (1, total)):
+            if out is not None and log_due:
                 record = {"step": step, **{k: round(v, 5) for k, v in parts.items()},
                           **{f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups
                              if not g["name"].endswith("no_decay")}, **speed}
@@ -410,8 +448,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
                         fh.write(json.dumps(record) + "\n")
                 if trackers:
                     accelerator.log(record, step=step)
-            every = settings.checkpoint_every
-            if out is not None and every and (step % every == 0 or (step == total and total > every)):
+            if checkpoint_due:
                 _save(out, accelerator, state())
         if batch_in_epoch >= len(plan):
             epoch, batch_in_epoch = epoch + 1, 0

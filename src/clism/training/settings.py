@@ -48,6 +48,7 @@ class OptimSettings:
     max_grad_norm: float = option(1.0, "gradient clipping (0: none)")
     freeze_word_embeddings: bool = option(False, "keep the word embeddings fixed")
     mixed_precision: str = option("no", "no, bf16 or fp16 (GPU)")
+    torch_compile: bool = option(False, "compile the model with torch.compile (GPU; the first steps are slower)")
 
 
 @dataclass
@@ -80,7 +81,8 @@ class TrainSettings(ScheduleSettings, OptimSettings):
 
 # Settings that say where a run lives, how often it reports or how it is evaluated: changing
 # them between a run and its resumption does not change what it learns.
-NOT_LEARNING = ("out", "resume", "overwrite", "checkpoint_every", "log_every", "report_to", "save_model")
+NOT_LEARNING = ("out", "resume", "overwrite", "checkpoint_every", "log_every", "report_to", "save_model",
+                "torch_compile")
 
 
 def default_of(cls: type, name: str, value):
