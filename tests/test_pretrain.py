@@ -267,3 +267,35 @@ def test_two_processes_train_like_one_with_the_same_global_batch(base, data_dir,
     assert [r["loss"] for r in logs[0]] == pytest.approx([r["loss"] for r in logs[1]], abs=1e-4)
     a, b = (load_file(str(tmp_path / name / "model" / "model.safetensors")) for name in ("two", "one"))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3
+
+
+def test_que_takes_the_space_before_it_so_no_lone_metaspace_token_precedes_it(base):
+    """Without lstrip, SentencePiece-style tokenizers emit a bare "▁" before every [QUE]."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from clism.models.span_model import ensure_que_token
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    que = ensure_que_token(tokenizer, AutoModel.from_pretrained(base))
+    tokens = tokenizer.backend_tokenizer.encode("Anna lives in [QUE] today.", add_special_tokens=False)
+    at = tokens.ids.index(que)
+    assert tokens.tokens[at - 1] != "\u2581" and tokens.tokens[at - 1].endswith("n")
+    assert tokens.tokens[at + 1] == "\u2581t"  # the word after keeps its own space
+
+
+def test_cacr_pools_each_segment_over_its_own_tokens(base):
+    """r̂s: the English segment less its [QUE]s; rs: the separate English input less <s> and </s>."""
+    from transformers import AutoTokenizer
+
+    from clism.pretraining.data import collate_pretrain
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[QUE]"]})
+    que = tokenizer.convert_tokens_to_ids("[QUE]")
+    features, _ = build_pretrain_features(instances()[:2], tokenizer, que, max_side_tokens=64)
+    batch = collate_pretrain(features, tokenizer.pad_token_id, set(tokenizer.all_special_ids))
+    for i, f in enumerate(features):
+        english = batch["joint_ids"][i][batch["english_segment"][i]].tolist()
+        assert que not in english and len(english) == f.english_end - f.english_start - len(f.que_positions)
+        alone = batch["english_ids"][i][batch["english_alone"][i]].tolist()
+        assert alone == f.english_ids[1:-1]  # <s> ... </s> without the two

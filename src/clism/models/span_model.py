@@ -119,7 +119,12 @@ def ensure_que_token(tokenizer, encoder) -> int:
         if que_id >= encoder.get_input_embeddings().num_embeddings:
             raise InputError(f"{QUE_TOKEN} id {que_id} is outside the model's embedding matrix")
         return que_id
-    tokenizer.add_special_tokens({"additional_special_tokens": [QUE_TOKEN]})
+    from tokenizers import AddedToken
+
+    # lstrip: the space before [QUE] belongs to it, or SentencePiece tokenizers emit a lone "▁"
+    # in front of every [QUE] (a token that carries nothing, and moves the answers' positions)
+    tokenizer.add_special_tokens({"additional_special_tokens": [
+        AddedToken(QUE_TOKEN, lstrip=True, rstrip=False, normalized=False, special=True)]})
     que_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN)
     embeddings = encoder.get_input_embeddings()
     if que_id >= embeddings.num_embeddings:

@@ -159,6 +159,9 @@ def collate_pretrain(features: list[PretrainFeature], pad_id: int, special_ids: 
     que = torch.zeros((len(features), n_que), dtype=torch.long)
     starts = torch.full((len(features), n_que), IGNORE_INDEX, dtype=torch.long)
     ends = torch.full((len(features), n_que), IGNORE_INDEX, dtype=torch.long)
+    english_alone = english_mask.bool().clone()  # the separate English input, for CACR's r_s
+    for sid in special_ids:
+        english_alone &= english != sid
     english_seg = torch.zeros_like(joint_mask, dtype=torch.bool)
     target_seg = torch.zeros_like(joint_mask, dtype=torch.bool)
     mlm_candidates = joint_mask.bool().clone()
@@ -168,6 +171,7 @@ def collate_pretrain(features: list[PretrainFeature], pad_id: int, special_ids: 
         starts[i, :k] = torch.tensor(f.answer_starts, dtype=torch.long)
         ends[i, :k] = torch.tensor(f.answer_ends, dtype=torch.long)
         english_seg[i, f.english_start: f.english_end] = True
+        english_seg[i, f.que_positions] = False  # CACR pools a segment's own tokens (PAPER.md), not [QUE]
         target_seg[i, f.target_start: f.target_end] = True
         mlm_candidates[i, f.que_positions] = False
         mlm_candidates[i, f.answer_tokens] = False  # the answers stay readable for CLISM
@@ -176,6 +180,7 @@ def collate_pretrain(features: list[PretrainFeature], pad_id: int, special_ids: 
     return {
         "joint_ids": joint, "joint_mask": joint_mask, "english_ids": english, "english_mask": english_mask,
         "que_positions": que, "answer_starts": starts, "answer_ends": ends, "english_segment": english_seg,
+        "english_alone": english_alone,
         "target_segment": target_seg, "mlm_candidates": mlm_candidates,
     }
 

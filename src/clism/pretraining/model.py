@@ -83,7 +83,7 @@ class CLISMPretrainModel(nn.Module):
         return self.encoder.get_input_embeddings()
 
     def forward(self, joint_ids, joint_mask, english_ids, english_mask, que_positions, answer_starts, answer_ends,
-                english_segment, target_segment, mlm_labels=None, **_) -> dict:
+                english_segment, target_segment, english_alone=None, mlm_labels=None, **_) -> dict:
         s = self.losses
         hidden = self.encoder(input_ids=joint_ids, attention_mask=joint_mask).last_hidden_state
         zero = hidden.new_zeros(())
@@ -97,7 +97,8 @@ class CLISMPretrainModel(nn.Module):
                 out["loss_mlm"] = nn.functional.cross_entropy(logits.float(), mlm_labels[positions])
         if s.cacr:
             english_hidden = self.encoder(input_ids=english_ids, attention_mask=english_mask).last_hidden_state
-            r_s = mean_pool(english_hidden, english_mask)
+            # the English sentence's own tokens: not [CLS]/<s> and [SEP]/</s>
+            r_s = mean_pool(english_hidden, english_mask if english_alone is None else english_alone)
             r_hat_s = mean_pool(hidden, english_segment)
             r_t = mean_pool(hidden, target_segment)
             t = s.temperature
