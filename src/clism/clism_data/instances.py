@@ -32,6 +32,7 @@ from clism.config import option
 from clism.clism_data.alignment import is_char_tokenized, read_links, run_eflomal, symmetrize, token_strings, tokenize
 from clism.benchmarks.parallel import ParallelReport, iter_line_aligned, iter_tsv
 from clism.clism_data.projection import ProjectionSettings, project
+from clism.clism_data.projection_gold import gold_pairs, gold_report, measure, parse_gold, write_gold_text
 from clism.benchmarks.registry import get_dataset, locate, sha256_of
 from clism.clism_data.spans import DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishSpan, load_spacy, english_spans
 
@@ -50,6 +51,9 @@ class BuildDataOptions:
     corpora: list[str] = option(["tatoeba_challenge", "flores200"], "registry corpora to read for every language")
     langs: list[str] = option(["ar", "hi", "vi"], "target languages (English is the source)")
     files: list[str] = option([], "more corpora: LANG=pairs.tsv (en<TAB>x) or LANG=en.txt+x.txt")
+    projection_gold: list[str] = option([], "LANG=en.conll+x.conll: parallel sentences with gold entities on both "
+                                            "sides (europarl_ner_gold/), built as one more corpus of LANG; the "
+                                            "report gives how many answers land exactly on the gold entity")
     data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
     out: str = option("runs/clism-data", "output directory")
     max_chars: int = option(400, "skip pairs with a side longer than this many characters", minimum=1)
@@ -106,6 +110,10 @@ def sources_for(lang: str, opts: BuildDataOptions) -> list[Source]:
     for file_lang, paths in parse_files(opts):
         if file_lang == lang:
             sources.append(Source(paths[0].name, paths, "tsv" if len(paths) == 1 else "aligned"))
+    for gold_lang, en_file, x_file in parse_gold(opts.projection_gold, opts.langs):
+        if gold_lang == lang:
+            text = write_gold_text(gold_pairs(en_file, x_file), Path(opts.out) / "gold", lang)
+            sources.append(Source("projection_gold", list(text), "aligned"))
     return sources
 
 
@@ -376,14 +384,16 @@ def _refuse_other_settings(out: Path, config: dict) -> None:
 
 def build(opts: BuildDataOptions) -> dict:
     parse_files(opts)  # a bad --files entry fails here, before hours of work, not silently later
+    gold = {lang: gold_pairs(en_file, x_file) for lang, en_file, x_file in parse_gold(opts.projection_gold, opts.langs)}
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict = {}
     manifest: dict = {"config": dataclasses.asdict(opts), "languages": {}, "alignment_cache_keys": {}}
     for where_not_what in ("report", "out"):  # not settings of the build's content
         manifest["config"].pop(where_not_what)
-    if not opts.alignment_run:  # absent unless used: earlier builds' manifests stay byte-identical
-        manifest["config"].pop("alignment_run")
+    for new_option in ("alignment_run", "projection_gold"):  # absent unless used: earlier builds' manifests
+        if not manifest["config"][new_option]:                 # stay byte-identical
+            manifest["config"].pop(new_option)
     _refuse_other_settings(out, manifest["config"])
     content_keys = ("max_chars", "spacy_model", "entity_types", "max_span_words")
     # a cap joins the fingerprint only when set, so uncapped builds keep resuming their work
@@ -407,6 +417,9 @@ def build(opts: BuildDataOptions) -> dict:
         for s in shard_stats:
             total.update(s)
         manifest["languages"][lang] = {"input": pair_stats, "output": dict(sorted(total.items()))}
+        if lang in gold:
+            manifest["languages"][lang]["projection_gold"] = measure(
+                (i for i in iter_instances(out) if i.lang == lang), gold[lang])
         manifest["alignment_cache_keys"][lang] = key
     write_atomic(out / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
     write_atomic(out / "timings.json", json.dumps(timings, indent=1) + "\n")
@@ -429,6 +442,10 @@ def quality_report(manifest: dict) -> str:
             f"| {lang} | {kept} | {instances} | {100 * instances / kept if kept else 0:.1f}% | {o.get('answers', 0)} "
             f"| {o.get('answers', 0) / instances if instances else 0:.2f} | "
             + ", ".join(f"{k} {v}" for k, v in rejected) + f" | {o.get('proxy_eligible', 0)} | {precision} |")
+    gold = {lang: info["projection_gold"] for lang, info in manifest["languages"].items() if "projection_gold" in info}
+    if gold:
+        lines += ["", "Gold projection (--projection-gold; answers on gold English entities, their target spans "
+                      "against the gold target entities):", "", gold_report(gold).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
