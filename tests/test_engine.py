@@ -132,6 +132,12 @@ def test_a_saved_config_fed_back_reproduces_the_run(qa_inputs, tmp_path, capsys)
     assert main(["finetune", "qa", "--config", str(first / "config.yaml"), "--out", str(tmp_path / "again")]) == 0
     a, b = weights(first / "seed-1" / "model"), weights(tmp_path / "again" / "seed-1" / "model")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the run says what it ran on: clism version and commit (this is a checkout), libraries
+    import clism
+
+    environment = json.loads((first / "environment.json").read_text())
+    assert environment["clism"] == clism.__version__ and len(environment["git_commit"]) == 40
+    assert environment["torch"] == torch.__version__ and environment["cpu_count"] > 0
     # the config of another command is refused, by name
     capsys.readouterr()
     assert main(["pretrain", "--config", str(first / "config.yaml")]) == 2

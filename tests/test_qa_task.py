@@ -269,3 +269,15 @@ def test_evaluating_into_a_fine_tuning_run_is_refused(mirror, tmp_path, capsys):
                  "--out", str(out)]) == 2
     assert "holds the outputs of another command (QAFinetuneOptions)" in capsys.readouterr().err
     assert (out / "metrics.json").read_bytes() == before
+
+
+def test_a_speed_only_dropout_is_not_saved_into_the_model(tmp_path):
+    """--dropout 0 is the run's setting: the saved config.json keeps the encoder's own dropout."""
+    base = tiny_checkpoint(tmp_path / "base")
+    own = json.loads((base / "config.json").read_text())["hidden_dropout_prob"]
+    assert own > 0
+    model, tokenizer = load_span_model(str(base), "qass", dropout=0.0)
+    model.save(tmp_path / "saved", tokenizer)
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == own and saved["attention_probs_dropout_prob"] > 0
+    assert model.encoder.config.hidden_dropout_prob == 0.0  # the run itself goes on without dropout

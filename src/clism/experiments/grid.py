@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import platform
 import re
 import shutil
 import time
@@ -300,7 +299,7 @@ def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
         append_ledger(grid, {"cell": f"pretrain/{arm}", "seconds": round(time.time() - started, 1)})
     keep = Path(grid.results) / "pretrain" / arm
     keep.mkdir(parents=True, exist_ok=True)
-    for name in ("summary.json", "log.jsonl", "config.yaml"):
+    for name in ("summary.json", "log.jsonl", "config.yaml", "environment.json"):
         if (out / name).is_file():
             shutil.copyfile(out / name, keep / name)
     return str(out / "model")
@@ -330,19 +329,6 @@ def append_ledger(grid: GridConfig, record: dict) -> None:
     record = {**record, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
-
-
-def machine() -> dict:
-    import os
-
-    import torch
-    import transformers
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__}
 
 
 def run_cell(grid: GridConfig, cell: Cell, model: str, data_dir: str | None) -> None:
@@ -379,7 +365,9 @@ def prepare_results(grid: GridConfig, grid_yaml: str) -> Path:
     results = Path(grid.results)
     results.mkdir(parents=True, exist_ok=True)
     (results / "grid.yaml").write_text(grid_yaml, encoding="utf-8")
-    (results / "machine.json").write_text(json.dumps(machine(), indent=1) + "\n")
+    from clism.environment import write_environment
+
+    write_environment(results / "machine.json")
     return results
 
 

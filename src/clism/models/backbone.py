@@ -50,9 +50,26 @@ def load_backbone(name_or_path: str, kind: str = "encoder", dropout: float | Non
             model, info = classes[kind].from_pretrained(path, output_loading_info=True, **kwargs)
     finally:
         transformers.logging.set_verbosity(verbosity)
+    # what the overrides replaced, put back on save (save_backbone): the run's speed setting
+    # (--dropout 0) is not the model's
+    model.clism_config_overrides = {name: getattr(config, name) for name in dropout_overrides(config, dropout)}
     created = set(info.get("missing_keys", []))
     if created:
         heads = sorted({name.split(".")[0] for name in created})
         log.info("%s: created %d weights the checkpoint does not hold (%s), as intended", path, len(created),
                  ", ".join(heads))
     return model, AutoTokenizer.from_pretrained(path), created
+
+
+def save_backbone(model, folder) -> None:
+    """``save_pretrained`` with the checkpoint's own config values where a run overrode them
+    (``--dropout 0`` for speed), so that the saved model trains as its source did."""
+    overrides = getattr(model, "clism_config_overrides", {})
+    current = {name: getattr(model.config, name) for name in overrides}
+    for name, value in overrides.items():
+        setattr(model.config, name, value)
+    try:
+        model.save_pretrained(folder)
+    finally:
+        for name, value in current.items():
+            setattr(model.config, name, value)

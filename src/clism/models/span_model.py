@@ -100,9 +100,10 @@ class SpanExtractionModel(nn.Module):
         from safetensors.torch import save_file
 
         from clism.files import atomic_folder
+        from clism.models.backbone import save_backbone
 
         with atomic_folder(directory) as tmp:
-            self.encoder.save_pretrained(tmp)
+            save_backbone(self.encoder, tmp)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
             save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(tmp / HEAD_FILE))

@@ -121,9 +121,10 @@ class CLISMPretrainModel(nn.Module):
         from safetensors.torch import save_file
 
         from clism.files import atomic_folder
+        from clism.models.backbone import save_backbone
 
         with atomic_folder(directory) as tmp:
-            self.mlm_model.save_pretrained(tmp)
+            save_backbone(self.mlm_model, tmp)
             tokenizer.save_pretrained(tmp)
             save_file({k: v.contiguous() for k, v in self.span_head.state_dict().items()}, str(tmp / HEAD_FILE))
             (tmp / META_FILE).write_text(json.dumps({"head": "qass", "que_token": QUE_TOKEN}, indent=2))

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from clism.config import ConfigError, changed_settings, save_config
+from clism.environment import write_environment
 from clism.files import write_atomic
 from clism.pretraining.options import PretrainOptions
 from clism.training.processes import is_main_process, process_index
@@ -110,7 +111,7 @@ def pretrain(opts: PretrainOptions) -> dict:
               flops=flops, identity=opts.learning_identity(), settings_class=PretrainOptions)
     out.mkdir(parents=True, exist_ok=True)
     result = train(job, opts, opts.seed, out=out, overwrite=opts.overwrite, require_checkpoint=opts.resume,
-                   on_start=lambda: save_config(opts, out / "config.yaml"))
+                   on_start=lambda: (save_config(opts, out / "config.yaml"), write_environment(out / "environment.json")))
     summary = {"steps": result.steps, "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from,
                "feature_stats": dict(stats), "identity": opts.learning_identity()}
     if is_main_process():

@@ -75,6 +75,9 @@ def _claim(out: Path, opts) -> None:
                           "--out, or pass --overwrite to write into it")
     out.mkdir(parents=True, exist_ok=True)
     save_config(opts, saved_path)
+    from clism.environment import write_environment
+
+    write_environment(_folder(opts) / "environment.json")
 
 
 def run_seeds(out: Path, seeds: Sequence[int], run_one: Callable[[int, Path], dict]) -> list[dict]:

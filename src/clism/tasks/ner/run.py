@@ -207,9 +207,10 @@ def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: i
         return {}
     if opts.save_model:
         from clism.files import atomic_folder
+        from clism.models.backbone import save_backbone
 
         with atomic_folder(run_dir / "model") as tmp:
-            model.save_pretrained(tmp)
+            save_backbone(model, tmp)
             tokenizer.save_pretrained(tmp)
     metrics = evaluate_sets(model, tokenizer, sets, run_dir, opts.max_length, opts.eval_batch_size) if sets else {}
     return record_training(run_dir, seed, result, metrics, train_sentences=len(chosen),
