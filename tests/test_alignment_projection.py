@@ -16,6 +16,15 @@ def test_tokens_keep_offsets_and_suit_each_script():
     assert is_char_tokenized(zh) and is_char_tokenized(th) and not is_char_tokenized(text)
 
 
+def test_joiners_and_soft_hyphens_stay_inside_their_word():
+    """ZWNJ (Persian), ZWJ (Devanagari conjuncts, emoji sequences) and soft hyphens used to split
+    a word in two with a token of their own between (`clism predict ner --text` showed it)."""
+    for word in ("می‌خواهم", "क्‍ष", "co­operate"):
+        assert token_strings(f"x {word} y", tokenize(f"x {word} y")) == ["x", word.lower(), "y"]
+    family = "👨‍👩‍👧"
+    assert token_strings(f"a {family}!", tokenize(f"a {family}!")) == ["a", family, "!"]
+
+
 def test_symmetrisation_heuristics():
     fwd = {(0, 0), (1, 1), (2, 1), (3, 3)}
     rev = {(0, 0), (1, 1), (2, 2), (3, 4)}

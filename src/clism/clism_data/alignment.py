@@ -17,10 +17,14 @@ import regex
 from clism.errors import MissingDependencyError
 
 _CHAR_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
+_WORD = rf"[\p{{L}}\p{{M}}\p{{N}}_--[{_CHAR_SCRIPTS}]]"
+# zero-width non-joiner and joiner, soft hyphen: inside a word they are part of it (Persian
+# می‌خواهم, Devanagari conjuncts, hyphenation points)
+_JOINERS = "\u200c\u200d\u00ad"
 _TOKEN = regex.compile(
     rf"(?:(?=[{_CHAR_SCRIPTS}])\X)"  # one grapheme cluster of a script without spaces
-    rf"|[\p{{L}}\p{{M}}\p{{N}}_--[{_CHAR_SCRIPTS}]]+(?:['’\-][\p{{L}}\p{{M}}\p{{N}}_--[{_CHAR_SCRIPTS}]]+)*"
-    r"|[^\s\p{L}\p{M}\p{N}_]",
+    rf"|{_WORD}+(?:(?:['’\-]|[{_JOINERS}]+){_WORD}+)*"
+    r"|(?=[^\s\p{L}\p{M}\p{N}_])\X",  # any other sign, with what joins it (an emoji ZWJ sequence)
     regex.V1,
 )
 
