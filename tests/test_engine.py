@@ -275,3 +275,12 @@ def test_model_flops_follow_the_usual_count():
     e5_small = SimpleNamespace(hidden_size=384, intermediate_size=1536, num_hidden_layers=12)
     assert layer_matrix_params(e5_small) == 21_233_664  # the layers' 21.29M weights less biases and LayerNorms
     assert train_flops(e5_small, [100, 28]) == 6 * 21_233_664 * 128 + 12 * 12 * 384 * (100 ** 2 + 28 ** 2)
+
+
+def test_a_saved_checkpoint_carries_a_model_card(qa_inputs, tmp_path):
+    base, train_file = qa_inputs
+    out = tmp_path / "run"
+    assert main(finetune_args(base, train_file, out, "--max-steps", "2", "--train-examples", "4")) == 0
+    card = (out / "seed-1" / "model" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: question-answering")
+    assert f"base_model: {base}" in card and "| lr |" in card and "QAPredictor.from_pretrained" in card

@@ -281,3 +281,28 @@ def test_a_speed_only_dropout_is_not_saved_into_the_model(tmp_path):
     saved = json.loads((tmp_path / "saved" / "config.json").read_text())
     assert saved["hidden_dropout_prob"] == own and saved["attention_probs_dropout_prob"] > 0
     assert model.encoder.config.hidden_dropout_prob == 0.0  # the run itself goes on without dropout
+
+
+def test_a_linear_head_checkpoint_loads_whole_in_transformers(tmp_path):
+    """AutoModelForQuestionAnswering gets the trained head, not a random one, and gives the
+    same logits as clism; clism reads the checkpoint back as before."""
+    from transformers import AutoModelForQuestionAnswering
+
+    from clism.models.span_model import load_span_model
+
+    torch.manual_seed(0)
+    model, tokenizer = load_span_model(str(tiny_checkpoint(tmp_path / "base")), "linear")
+    with torch.no_grad():
+        model.head.weight.normal_()
+    model.save(tmp_path / "trained", tokenizer)
+    auto = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "trained").eval()
+    model.eval()
+    batch = tokenizer(["Where is Paris?"], ["Paris is in France."], return_tensors="pt")
+    with torch.no_grad():
+        ours = model.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        start, end = model.head(ours).unbind(-1)
+        theirs = auto(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert torch.allclose(theirs.start_logits, start, atol=1e-5) and torch.allclose(theirs.end_logits, end, atol=1e-5)
+    again, _ = load_span_model(str(tmp_path / "trained"), "linear", trained_head=True)
+    assert torch.equal(again.head.weight, model.head.weight)
+    assert all(torch.equal(v, again.encoder.state_dict()[k]) for k, v in model.encoder.state_dict().items())

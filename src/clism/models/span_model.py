@@ -96,6 +96,23 @@ class SpanExtractionModel(nn.Module):
 
     # ------------------------------------------------------------------ save / load
 
+    def as_transformers_qa_model(self) -> nn.Module:
+        """The linear-head model as the encoder's own ``*ForQuestionAnswering`` class (the same
+        weights: the encoder, and the head as its ``qa_outputs``), so that transformers'
+        ``AutoModelForQuestionAnswering`` and pipelines load a fine-tuned checkpoint whole."""
+        from transformers import AutoModelForQuestionAnswering
+
+        if self.head_type != "linear":
+            raise InputError("only the linear head has a transformers *ForQuestionAnswering form")
+        qa = AutoModelForQuestionAnswering.from_config(self.encoder.config)
+        qa.base_model.load_state_dict(self.encoder.state_dict())
+        head = [m for name, m in qa.named_children() if name != qa.base_model_prefix]
+        if len(head) != 1 or not isinstance(head[0], nn.Linear) or head[0].out_features != 2:
+            raise InputError(f"{type(qa).__name__} has no single start/end layer to hold the span head")
+        head[0].load_state_dict(self.head.state_dict())
+        qa.clism_config_overrides = getattr(self.encoder, "clism_config_overrides", {})
+        return qa
+
     def save(self, directory: str | Path, tokenizer=None) -> Path:
         from safetensors.torch import save_file
 
@@ -103,7 +120,10 @@ class SpanExtractionModel(nn.Module):
         from clism.models.backbone import save_backbone
 
         with atomic_folder(directory) as tmp:
-            save_backbone(self.encoder, tmp)
+            if self.head_type == "linear":  # AutoModelForQuestionAnswering loads it, head included
+                save_backbone(self.as_transformers_qa_model(), tmp)
+            else:
+                save_backbone(self.encoder, tmp)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
             save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(tmp / HEAD_FILE))

@@ -116,5 +116,9 @@ def pretrain(opts: PretrainOptions) -> dict:
                "feature_stats": dict(stats), "identity": opts.learning_identity()}
     if is_main_process():
         model.save(out / "model", tokenizer)
+        from clism.models.card import write_model_card
+
+        write_model_card(out / "model", "pretrain", opts.learning_identity(), notes=[
+            f"{stats['instances']} CLISM instances from `{opts.data}`; {result.steps} steps."])
         write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary

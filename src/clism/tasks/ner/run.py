@@ -213,6 +213,11 @@ def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: i
             save_backbone(model, tmp)
             tokenizer.save_pretrained(tmp)
     metrics = evaluate_sets(model, tokenizer, sets, run_dir, opts.max_length, opts.eval_batch_size) if sets else {}
+    if opts.save_model:
+        from clism.models.card import write_model_card
+
+        write_model_card(run_dir / "model", "ner", {**opts.learning_identity(), "seed": seed}, metrics,
+                         [f"{len(chosen)} training sentences; labels: {', '.join(labels)}."])
     return record_training(run_dir, seed, result, metrics, train_sentences=len(chosen),
                            train_windows=len(features), labels=labels)
 

@@ -231,6 +231,11 @@ def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int,
         model.save(run_dir / "model", tokenizer)
     metrics = evaluate_model(model, tokenizer, sets, run_dir, opts.head, opts.max_length, opts.doc_stride,
                              opts.eval_batch_size) if sets else {}
+    if opts.save_model:
+        from clism.models.card import write_model_card
+
+        write_model_card(run_dir / "model", f"qa-{opts.head}", {**opts.learning_identity(), "seed": seed},
+                         metrics, [f"{len(train_examples)} training questions ({opts.train_data})."])
     return record_training(run_dir, seed, result, metrics, train_questions=len(train_examples),
                            train_windows=len(features), feature_report=report.summary(),
                            train_ids=[e.id for e in train_examples] if opts.train_examples else None)
