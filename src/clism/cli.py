@@ -268,7 +268,7 @@ from clism.pretraining.options import PretrainOptions  # noqa: E402
 COMMANDS: dict[str, dict[str, Command] | Command] = {
     "quickstart": (QuickstartOptions, cmd_quickstart,
                    "the method end to end on a small budget: CLISM data, pre-training, base vs pre-trained on "
-                   "256 English questions, XQuAD side by side (about 15 minutes on 2 CPU cores)", ()),
+                   "256 English questions, XQuAD side by side (about 10 minutes on 2 CPU cores)", ()),
     "reproduce": (ReproduceOptions, cmd_reproduce,
                   "the paper's experiment grid from a grid file; resumable (finished cells are skipped)", ()),
     "report": (ReportOptions, cmd_report, "rebuild report.md and figures from a results folder (no model needed)",
