@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-side-tokens", type=int, default=64)
     parser.add_argument("--mlm", default="false", choices=["true", "false"])
+    parser.add_argument("--max-instances", type=int, default=4000, help="the pool batches are drawn from")
     args = parser.parse_args()
 
     import torch
@@ -42,7 +43,7 @@ def main() -> None:
             "grouped+frozen": {"group_by_length": True, "freeze_word_embeddings": True}}
     common = dict(model=args.model, data=args.data, batch_size=args.batch_size, max_steps=args.steps,
                   warmup_steps=1, max_side_tokens=args.max_side_tokens, dropout=0.0, lr=5e-5,
-                  mlm=args.mlm == "true", checkpoint_every=0, log_every=args.steps)
+                  mlm=args.mlm == "true", checkpoint_every=0, log_every=args.steps, max_instances=args.max_instances)
     runs: dict[str, list[dict]] = {a: [] for a in arms}
     with tempfile.TemporaryDirectory() as tmp:
         for i, arm in enumerate(list(arms) + list(reversed(arms))):
@@ -53,7 +54,8 @@ def main() -> None:
 
     # padding share of each batching over the steps the runs took (same seed, same plan)
     _, tokenizer, que_id, _ = load_pretrain_model(PretrainOptions(model=args.model))
-    features, _ = build_pretrain_features(load_instances(args.data), tokenizer, que_id, args.max_side_tokens)
+    features, _ = build_pretrain_features(load_instances(args.data)[: args.max_instances], tokenizer, que_id,
+                                          args.max_side_tokens)
     special = set(tokenizer.all_special_ids)
     plans = {"shuffled": shuffled_batches(len(features), args.batch_size, 1)(0)[: args.steps],
              "grouped": length_grouped_batches([len(f.joint_ids) + len(f.english_ids) for f in features],

@@ -118,3 +118,41 @@ def test_finetune_ner_end_to_end(mirror, tmp_path):
     # the same seed again gives the same run: the fresh classifier is drawn from the seed too
     run_finetune(NERFinetuneOptions(**options, max_eval_examples=1, out=str(tmp_path / "again")))
     assert json.loads((tmp_path / "again/seed-1/train_log.json").read_text())["losses"] == log["losses"]
+
+
+def test_two_processes_fine_tune_and_evaluate_ner_once(mirror, tmp_path):
+    """NER on two CPU processes: one prediction file and one metrics file, written once, equal to
+    one process's (same global batch, no dropout); losses within rounding."""
+    import os
+    import subprocess
+    import sys
+
+    base = tmp_path / "base"
+    model, tokenizer = tiny_models.tiny_model(hidden_size=32, num_layers=1)
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    train = write(tmp_path / "train.conll", "".join(
+        f"0\t{w}\tB-PER\n1\tlives\tO\n2\tin\tO\n3\t{c}\tB-LOC\n\n" for w, c in
+        [("John", "Paris"), ("Mary", "Rome"), ("Ahmed", "Cairo"), ("Li", "Beijing")]))
+    args = ["finetune", "ner", "--model", str(base), "--train-file", str(train), "--max-steps", "4", "--batch-size",
+            "4", "--lr", "3e-3", "--dropout", "0", "--eval-datasets", "wikiann,conll2002", "--eval-split", "train",
+            "--data-dir", str(mirror)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "clism.cli",
+                          *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("outputs:") == 1
+    subprocess.run([sys.executable, "-m", "clism.cli", *args, "--out", str(tmp_path / "one")], env=env, check=True,
+                   capture_output=True, timeout=300)
+    one_log, two_log = (json.loads((tmp_path / n / "seed-1" / "train_log.json").read_text()) for n in ("one", "two"))
+    assert two_log["losses"] == pytest.approx(one_log["losses"], abs=1e-4)
+    for name, sentences in (("wikiann.en.conll", 2), ("conll2002.es.conll", 1)):  # as many as the mirror holds
+        two_file = (tmp_path / "two/seed-1/predictions" / name).read_text()
+        assert two_file == (tmp_path / "one/seed-1/predictions" / name).read_text()
+        assert len(read_ner(tmp_path / "two/seed-1/predictions" / name)) == sentences  # each sentence once
+    def scores(name):  # without the speed figures
+        results = json.loads((tmp_path / name / "seed-1/metrics.json").read_text())["results"]
+        return {d: {lang: {k: v for k, v in m.items() if "per_second" not in k} for lang, m in langs.items()}
+                for d, langs in results.items()}
+
+    assert scores("two") == scores("one")
