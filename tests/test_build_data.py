@@ -155,3 +155,26 @@ def test_a_files_entry_that_would_be_ignored_is_refused(tmp_path, capsys, entry,
     assert main(["build-data", "--langs", "de", "--corpora", "", "--files", entry.format(corpus=path),
                  "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_distractors_make_a_passage_whose_answers_keep_their_text():
+    """--distractors: the target sentence among others of the language; answers move with it."""
+    from clism.clism_data.instance import Instance, ProjectedAnswer
+    from clism.clism_data.instances import into_passage
+
+    target = "Tom wohnt in Berlin."
+    inst = Instance("de-0000007", "de", "t:1", "[QUE] lives in [QUE].", "Tom lives in Berlin.", target, (
+        ProjectedAnswer("Tom", 0, 3, "PERSON", 1.0, "Tom", 0, 3),
+        ProjectedAnswer("Berlin", 13, 19, "GPE", 1.0, "Berlin", 13, 19)))
+    pool = [target, "Es regnet.", "Ich habe Hunger.", "Das Wetter ist heute sehr schön.", "Wo ist der Bahnhof?"]
+    stats = Counter()
+    passage = into_passage(inst, pool, 3, 80, stats)
+    assert passage.target.count(target) == 1 and len(passage.target) <= 80 and passage.target != target
+    assert [passage.target[a.start: a.end] for a in passage.answers] == ["Tom", "Berlin"]
+    assert into_passage(inst, pool, 3, 80, Counter()) == passage  # seeded by the instance id
+    assert sum(stats.values()) == 1
+    assert into_passage(inst, pool, 3, len(target), Counter()).target == target  # no room: the sentence alone
+    zh = Instance("zh-0000001", "zh", "t:1", "[QUE]很好。", "Tom is fine.", "汤姆很好。",
+                  (ProjectedAnswer("汤姆", 0, 2, "PERSON", 1.0, "Tom", 0, 3),))
+    joined = into_passage(zh, ["下雨了。", "我饿了。"], 2, 50, Counter())
+    assert " " not in joined.target and joined.target[joined.answers[0].start:joined.answers[0].end] == "汤姆"

@@ -61,6 +61,11 @@ class BuildDataOptions:
     max_answer_repeats: int = option(0, "use one English answer string (case-folded) at most this many times per "
                                         "language, in corpus order (0: no cap); Tatoeba's stock names (Tom, Mary, "
                                         "Sami) are otherwise a sixth to a half of its answers")
+    distractors: int = option(0, "N > 0: the target side becomes a passage, the aligned sentence among up to N "
+                                 "other target sentences of the language (drawn per instance, seeded), so that "
+                                 "the answer is looked for in a passage rather than a lone sentence")
+    max_passage_chars: int = option(500, "with --distractors: sentences are added only while the passage stays "
+                                         "within this many characters", minimum=1)
     spacy_model: str = option(DEFAULT_SPACY_MODEL, "spaCy English pipeline with NER")
     entity_types: list[str] = option(list(DEFAULT_ENTITY_TYPES), "spaCy entity types that make informative spans")
     max_span_words: int = option(10, "longest span, in words", minimum=1)
@@ -305,6 +310,41 @@ def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: 
         for s, p in answers))
 
 
+def into_passage(inst: Instance, pool: list[str], distractors: int, max_chars: int, stats: Counter) -> Instance:
+    """The target sentence placed among up to ``distractors`` other sentences of ``pool``
+    (drawn by a generator seeded from the instance id, the sentence itself never), in a random
+    order, joined by a space (nothing for scripts written without spaces), while the passage
+    stays within ``max_chars``; the answers' offsets move with their sentence."""
+    import random
+
+    rng = random.Random(inst.id)
+    sep = "" if is_char_tokenized(inst.target) else " "
+    chosen, length = [], len(inst.target)
+    for _ in range(distractors):
+        other = pool[rng.randrange(len(pool))]
+        if other != inst.target and length + len(sep) + len(other) <= max_chars:
+            chosen.append(other)
+            length += len(sep) + len(other)
+    at = rng.randint(0, len(chosen))
+    before, after = sep.join(chosen[:at]), sep.join(chosen[at:])
+    prefix = before + sep if before else ""
+    passage = prefix + inst.target + (sep + after if after else "")
+    stats[f"passage_sentences_{len(chosen) + 1}"] += 1
+    shifted = tuple(dataclasses.replace(a, start=a.start + len(prefix), end=a.end + len(prefix)) for a in inst.answers)
+    return dataclasses.replace(inst, target=passage, answers=shifted)
+
+
+def count_shape(inst: Instance, stats: Counter) -> None:
+    """How hard an instance is to answer: target length in alignment tokens, where answers
+    start (quarter of the target), and answers copied verbatim from the English."""
+    n = len(tokenize(inst.target))
+    bucket = next((f"le_{b}" for b in (8, 16, 32, 64, 128) if n <= b), "gt_128")
+    stats[f"target_tokens_{bucket}"] += 1
+    for a in inst.answers:
+        stats[f"answer_in_quarter_{min(4, 1 + 4 * a.start // max(len(inst.target), 1))}"] += 1
+        stats["answers_copied"] += a.text == a.en_text
+
+
 def _occurrences(text: str, needle: str) -> set[tuple[int, int]]:
     found, start = set(), text.find(needle)
     while start >= 0:
@@ -322,6 +362,7 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
     n_shards = max(1, -(-total // opts.shard_size))
     all_stats = []
     answer_uses: Counter = Counter()  # carried across shards: the cap is per language
+    pool = [tgt for _, tgt, _ in iter_pairs(work)] if opts.distractors else []  # the passages' other sentences
     with open(work / "spans.jsonl", encoding="utf-8") as spans_fh, \
             tqdm(total=total, desc=f"{lang} project+write", unit="pair") as bar:
         rows = zip(iter_pairs(work), spans_fh, read_links(fwd), read_links(rev))
@@ -352,6 +393,9 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
                 instance = make_instance(k * opts.shard_size + offset, lang, en, tgt, source, spans, links,
                                          settings, stats, answer_uses, opts.max_answer_repeats)
                 if instance is not None:
+                    if opts.distractors:
+                        instance = into_passage(instance, pool, opts.distractors, opts.max_passage_chars, stats)
+                    count_shape(instance, stats)
                     lines.append(_dumps(instance.to_json()) + "\n")
                 bar.update(1)
             write_atomic(path, "".join(lines))
@@ -391,9 +435,11 @@ def build(opts: BuildDataOptions) -> dict:
     manifest: dict = {"config": dataclasses.asdict(opts), "languages": {}, "alignment_cache_keys": {}}
     for where_not_what in ("report", "out"):  # not settings of the build's content
         manifest["config"].pop(where_not_what)
-    for new_option in ("alignment_run", "projection_gold"):  # absent unless used: earlier builds' manifests
+    for new_option in ("alignment_run", "projection_gold", "distractors"):  # absent unless used: earlier builds' manifests
         if not manifest["config"][new_option]:                 # stay byte-identical
             manifest["config"].pop(new_option)
+            if new_option == "distractors":
+                manifest["config"].pop("max_passage_chars")
     _refuse_other_settings(out, manifest["config"])
     content_keys = ("max_chars", "spacy_model", "entity_types", "max_span_words")
     # a cap joins the fingerprint only when set, so uncapped builds keep resuming their work
@@ -442,11 +488,34 @@ def quality_report(manifest: dict) -> str:
             f"| {lang} | {kept} | {instances} | {100 * instances / kept if kept else 0:.1f}% | {o.get('answers', 0)} "
             f"| {o.get('answers', 0) / instances if instances else 0:.2f} | "
             + ", ".join(f"{k} {v}" for k, v in rejected) + f" | {o.get('proxy_eligible', 0)} | {precision} |")
+    shape = shape_report(manifest)
+    if shape:
+        lines += ["", "Shape of the instances (target length in alignment tokens; where answers start; answers "
+                      "copied verbatim from the English):", "", shape.rstrip("\n")]
     gold = {lang: info["projection_gold"] for lang, info in manifest["languages"].items() if "projection_gold" in info}
     if gold:
         lines += ["", "Gold projection (--projection-gold; answers on gold English entities, their target spans "
                       "against the gold target entities):", "", gold_report(gold).rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+def shape_report(manifest: dict) -> str:
+    """Per language: the share of instances by target length, of answers by the quarter of the
+    target they start in, of answers copied from the English, and sentences per passage."""
+    buckets = ("le_8", "le_16", "le_32", "le_64", "le_128", "gt_128")
+    lines = ["| lang | target tokens <=8 / <=16 / <=32 / <=64 / <=128 / >128 | answers in quarter 1 / 2 / 3 / 4 "
+             "| copied | sentences per target |", "|---|---|---|---|---|"]
+    for lang, info in manifest["languages"].items():
+        o = info["output"]
+        instances, answers = o.get("instances", 0), o.get("answers", 0)
+        if not instances or not any(k.startswith("target_tokens_") for k in o):
+            continue  # a build from before these counts
+        lengths = " / ".join(f"{100 * o.get(f'target_tokens_{b}', 0) / instances:.0f}%" for b in buckets)
+        quarters = " / ".join(f"{100 * o.get(f'answer_in_quarter_{q}', 0) / answers:.0f}%" for q in range(1, 5))
+        sentences = sum(int(k.rsplit("_", 1)[1]) * v for k, v in o.items() if k.startswith("passage_sentences_"))
+        lines.append(f"| {lang} | {lengths} | {quarters} | {100 * o.get('answers_copied', 0) / answers:.1f}% | "
+                     f"{sentences / instances if sentences else 1:.2f} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
 def answer_concentration(directory: str | Path, top: int = 5) -> dict[str, dict]:
