@@ -299,3 +299,24 @@ def test_cacr_pools_each_segment_over_its_own_tokens(base):
         assert que not in english and len(english) == f.english_end - f.english_start - len(f.que_positions)
         alone = batch["english_ids"][i][batch["english_alone"][i]].tolist()
         assert alone == f.english_ids[1:-1]  # <s> ... </s> without the two
+
+
+def test_word_embeddings_stay_fixed_by_default_only_for_an_encoder_without_an_mlm_head(base, data_dir, tmp_path):
+    from transformers import BertForMaskedLM
+
+    assert opts(base, data_dir, tmp_path / "a").resolved().freeze_word_embeddings is True  # a bare BertModel
+    with_head = tmp_path / "with-head"
+    model, tokenizer = tiny_models.tiny_model()
+    BertForMaskedLM(model.config).save_pretrained(with_head)
+    tokenizer.save_pretrained(with_head)
+    assert opts(with_head, data_dir, tmp_path / "b").resolved().freeze_word_embeddings is False
+    assert opts(base, data_dir, tmp_path / "c", freeze_word_embeddings=False).resolved().freeze_word_embeddings is False
+    # the default in a run: the word embeddings of the saved model are those it started from
+    pretrain(opts(base, data_dir, tmp_path / "run", max_steps=2))
+    from safetensors.torch import load_file
+
+    before = load_file(str(base / "model.safetensors"))["embeddings.word_embeddings.weight"]
+    after = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    after = next(v for k, v in after.items() if k.endswith("word_embeddings.weight"))
+    que = after.shape[0] - 1  # [QUE], added after the vocabulary, starts as the mean row and stays there
+    assert torch.equal(after[:que], before) and torch.allclose(after[que], before.mean(0))

@@ -287,7 +287,7 @@ def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
     out = Path(grid.work) / "pretrain" / arm
     opts = PretrainOptions(**{**grid.pretrain, **variant.get("pretrain", {}), **({"seed": run} if run else {}),
                               "model": grid.model, "data": str(clism_data_dir(grid, run)), "out": str(out),
-                              **switches})
+                              **switches}).resolved()
     check_same_budget(out, opts, arm)
     summary_path = out / "summary.json"
     done = summary_path.is_file() and json.loads(summary_path.read_text())["steps"] >= opts.max_steps

@@ -73,3 +73,13 @@ def save_backbone(model, folder) -> None:
     finally:
         for name, value in current.items():
             setattr(model.config, name, value)
+
+
+def has_mlm_head(name_or_path: str) -> bool:
+    """Whether the checkpoint holds a masked-LM head of its own (by its saved architecture)."""
+    from transformers import AutoConfig
+
+    from clism.models.registry import resolve_model
+
+    architectures = AutoConfig.from_pretrained(resolve_model(name_or_path)).architectures or []
+    return any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in architectures)

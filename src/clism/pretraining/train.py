@@ -62,6 +62,11 @@ def pretrain(opts: PretrainOptions) -> dict:
 
     from clism.training.engine import Job, length_grouped_batches, shuffled_batches, train
 
+    asked = opts.freeze_word_embeddings
+    opts = opts.resolved()
+    if asked is None and opts.freeze_word_embeddings:
+        log.info("%s has no MLM head of its own: the created one is tied to the word embeddings, which stay "
+                 "fixed (--freeze-word-embeddings false trains them)", opts.model)
     out = Path(opts.out)
     summary_path = out / "summary.json"
     if summary_path.is_file() and not opts.overwrite:
