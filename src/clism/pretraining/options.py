@@ -38,7 +38,7 @@ class PretrainOptions(TrainSettings, ModelSettings):
 
     def resolved(self) -> "PretrainOptions":
         """These options with ``freeze_word_embeddings`` decided. Measured on english-dev (k=256,
-        seeds 1-3, e5-small, 100 steps): frozen minus trained -0.37, -1.13, +0.32 F1, at 2.5x
+        seeds 1-3, e5-small, 100 steps): frozen minus trained -0.37, -1.13, +0.32 F1, at 1.4x
         the pre-training speed on a CPU (README, "Encoders without an MLM head")."""
         if self.freeze_word_embeddings is not None:
             return self
