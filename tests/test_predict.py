@@ -1,6 +1,7 @@
 """`clism predict qa|ner` on new text: offsets that point into the input, any script, clear input errors."""
 import json
 
+import pytest
 import torch
 from transformers import BertConfig, BertForTokenClassification
 
@@ -115,3 +116,21 @@ def test_the_python_api_gives_the_answers_of_clism_predict(tmp_path, capsys):
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [{k: p[k] for k in ("answer", "start", "end", "score")} for p in printed] == answers
     assert qa(*pairs[1]) == answers[1]
+
+
+def test_clism_load_gives_the_whole_model_and_the_commands_as_functions(tmp_path):
+    import clism
+    from clism.errors import InputError
+    from clism.models.span_model import SpanExtractionModel
+
+    model, tokenizer = clism.load(str(qa_checkpoint(tmp_path)))
+    assert isinstance(model, SpanExtractionModel) and model.head_type == "qass"
+    base = tmp_path / "base"
+    bare, tok = tiny_models.tiny_model(hidden_size=32, num_layers=1)
+    bare.save_pretrained(base)
+    tok.save_pretrained(base)
+    with pytest.raises(InputError, match="holds no model that clism trained"):
+        clism.load(str(base))
+    # every command as a function with its options dataclass
+    assert clism.finetune_qa.__name__ == "run_finetune" and "head" in clism.QAFinetuneOptions.__dataclass_fields__
+    assert callable(clism.build_data) and callable(clism.pretrain) and callable(clism.finetune_ner)

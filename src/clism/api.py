@@ -125,3 +125,28 @@ def entities(words: list[str], tags: list[str], offsets: list[tuple[int, int]] |
         else:
             e["text"] = " ".join(words[a: b + 1])
     return found
+
+
+def load(path: str):
+    """(model, tokenizer) of any checkpoint clism saved, with its trained head: a QA model
+    (linear or QASS head; also the span head of a pre-trained encoder) or an NER token
+    classifier. Never a random head: a folder without one is refused."""
+    from pathlib import Path
+
+    from clism.errors import InputError
+    from clism.models.registry import resolve_model
+    from clism.models.span_model import META_FILE, load_span_model, saved_head
+
+    folder = Path(resolve_model(path))
+    if (folder / META_FILE).is_file():
+        return load_span_model(path, saved_head(path), trained_head=True)
+    import json
+
+    architectures = json.loads((folder / "config.json").read_text()).get("architectures") or [] \
+        if (folder / "config.json").is_file() else []
+    if any(a.endswith("ForTokenClassification") for a in architectures):
+        from clism.tasks.ner.run import load_token_classifier
+
+        return load_token_classifier(path)
+    raise InputError(f"{path} holds no model that clism trained (no {META_FILE}, no token classifier): give the "
+                     "model/ folder of a `clism finetune` seed or of `clism pretrain`")
