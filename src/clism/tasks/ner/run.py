@@ -99,7 +99,10 @@ def predict_tags(model, tokenizer, sentences: list[NERSentence], max_length: int
     order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
     device = next(model.parameters()).device
     model.eval()
-    with torch.inference_mode(), tqdm(total=len(order), desc=desc, unit="win", leave=False) as bar:
+    from clism.models.backbone import inference_precision
+
+    with torch.inference_mode(), inference_precision(device), \
+            tqdm(total=len(order), desc=desc, unit="win", leave=False) as bar:
         for start in range(0, len(order), batch_size):
             idx = order[start: start + batch_size]
             batch = collate_ner([features[i] for i in idx], tokenizer.pad_token_id, False)

@@ -43,8 +43,11 @@ def window_logits(model, features: list[QAFeature], pad_id: int, batch_size: int
     batch_size = batch_size or default_batch_size(device)
     order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
     results: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(features)
+    from clism.models.backbone import inference_precision
+
     model.eval()
-    with torch.inference_mode(), tqdm(total=len(order), desc=desc, unit="win", leave=False) as bar:
+    with torch.inference_mode(), inference_precision(device), \
+            tqdm(total=len(order), desc=desc, unit="win", leave=False) as bar:
         for start in range(0, len(order), batch_size):
             idx = order[start: start + batch_size]
             batch = {k: v.to(device) for k, v in collate([features[i] for i in idx], pad_id, False).items()}
