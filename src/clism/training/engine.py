@@ -279,7 +279,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
     model = job.model
     if settings.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
-    on_cpu = reads_every_step(accelerator.device)
+    read_every_step = reads_every_step(accelerator.device)
     pin = accelerator.device.type == "cuda"
 
     def plan_of(epoch: int) -> list[list[int]]:
@@ -405,7 +405,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
                 # a short last micro-batch counts for what it holds
                 weight = 1 / len(mine) if equal else len(indices) / examples
                 loss = result["loss"] * weight
-                if on_cpu and not torch.isfinite(loss):  # before the step, so the weights stay good
+                if read_every_step and not torch.isfinite(loss):  # before the step, so the weights stay good
                     raise diverged(step + 1, {k: v.item() for k, v in result.items() if k.startswith("loss")})
                 with accelerator.no_sync(model) if a < len(mine) - 1 else nullcontext():
                     accelerator.backward(loss)
@@ -425,7 +425,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
             every = settings.checkpoint_every
             checkpoint_due = out is not None and every and (step % every == 0 or (step == total and total > every))
             log_due = step % max(settings.log_every, 1) == 0 or step in (1, total)
-            if not (on_cpu or log_due or checkpoint_due):
+            if not (read_every_step or log_due or checkpoint_due):
                 continue
             parts = read_losses()
             elapsed = time.perf_counter() - started
