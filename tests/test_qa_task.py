@@ -306,3 +306,31 @@ def test_a_linear_head_checkpoint_loads_whole_in_transformers(tmp_path):
     again, _ = load_span_model(str(tmp_path / "trained"), "linear", trained_head=True)
     assert torch.equal(again.head.weight, model.head.weight)
     assert all(torch.equal(v, again.encoder.state_dict()[k]) for k, v in model.encoder.state_dict().items())
+
+
+def test_a_qass_checkpoint_loads_whole_in_transformers_with_its_model_code(tmp_path):
+    """AutoModelForQuestionAnswering(trust_remote_code=True) gets the QASS head and the [QUE]
+    id from the checkpoint and gives clism's logits; clism reads the checkpoint back as before."""
+    from transformers import AutoModelForQuestionAnswering
+
+    from clism.models.span_model import load_span_model
+
+    torch.manual_seed(0)
+    model, tokenizer = load_span_model(str(tiny_checkpoint(tmp_path / "base")), "qass")
+    with torch.no_grad():
+        model.head.start_query.weight.normal_()
+    model.save(tmp_path / "trained", tokenizer)
+    auto = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "trained", trust_remote_code=True).eval()
+    model.eval()
+    que = tokenizer.convert_tokens_to_ids(QUE_TOKEN)
+    ids = tokenizer("Where is Paris?", "Paris is in France.")["input_ids"]
+    ids = torch.tensor([ids[:-len(ids) + ids.index(tokenizer.sep_token_id)] + [que] + ids[ids.index(tokenizer.sep_token_id):]])
+    with torch.no_grad():
+        hidden = model.encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        start, end = model.head(hidden, (ids == que).int().argmax(1, keepdim=True))
+        theirs = auto(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert torch.allclose(theirs.start_logits, start[:, 0], atol=1e-5)
+    assert torch.allclose(theirs.end_logits, end[:, 0], atol=1e-5)
+    again, _ = load_span_model(str(tmp_path / "trained"), "qass", trained_head=True)
+    assert all(torch.equal(v, again.head.state_dict()[k]) for k, v in model.head.state_dict().items())
+    assert all(torch.equal(v, again.encoder.state_dict()[k]) for k, v in model.encoder.state_dict().items())

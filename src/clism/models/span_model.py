@@ -96,14 +96,28 @@ class SpanExtractionModel(nn.Module):
 
     # ------------------------------------------------------------------ save / load
 
-    def as_transformers_qa_model(self) -> nn.Module:
-        """The linear-head model as the encoder's own ``*ForQuestionAnswering`` class (the same
-        weights: the encoder, and the head as its ``qa_outputs``), so that transformers'
-        ``AutoModelForQuestionAnswering`` and pipelines load a fine-tuned checkpoint whole."""
+    def as_transformers_qa_model(self, tokenizer=None) -> nn.Module:
+        """The model as a transformers question-answering model with the same weights, so that
+        ``AutoModelForQuestionAnswering`` loads a fine-tuned checkpoint whole: the linear head
+        as the encoder's own ``*ForQuestionAnswering`` (the head is its ``qa_outputs``), the
+        QASS head as ``ClismQassForQuestionAnswering`` (``models/remote/``, with ``auto_map``)."""
+        import copy
+
         from transformers import AutoModelForQuestionAnswering
 
-        if self.head_type != "linear":
-            raise InputError("only the linear head has a transformers *ForQuestionAnswering form")
+        if self.head_type == "qass":
+            from clism.models.remote.modeling_clism_qass import ClismQassForQuestionAnswering
+
+            if tokenizer is None:
+                raise InputError("saving a QASS model needs its tokenizer (for the [QUE] id)")
+            config = copy.deepcopy(self.encoder.config)
+            config.clism_que_token_id = tokenizer.convert_tokens_to_ids(QUE_TOKEN)
+            config.auto_map = {"AutoModelForQuestionAnswering": "modeling_clism_qass.ClismQassForQuestionAnswering"}
+            qa = ClismQassForQuestionAnswering(config)
+            getattr(qa, qa.encoder_attribute).load_state_dict(self.encoder.state_dict())
+            qa.qass.load_state_dict(self.head.state_dict())
+            qa.clism_config_overrides = getattr(self.encoder, "clism_config_overrides", {})
+            return qa
         qa = AutoModelForQuestionAnswering.from_config(self.encoder.config)
         qa.base_model.load_state_dict(self.encoder.state_dict())
         head = [m for name, m in qa.named_children() if name != qa.base_model_prefix]
@@ -120,10 +134,15 @@ class SpanExtractionModel(nn.Module):
         from clism.models.backbone import save_backbone
 
         with atomic_folder(directory) as tmp:
-            if self.head_type == "linear":  # AutoModelForQuestionAnswering loads it, head included
-                save_backbone(self.as_transformers_qa_model(), tmp)
-            else:
-                save_backbone(self.encoder, tmp)
+            # either way AutoModelForQuestionAnswering loads it, head included (QASS: with
+            # trust_remote_code, from the model code saved beside the weights)
+            save_backbone(self.as_transformers_qa_model(tokenizer), tmp)
+            if self.head_type == "qass":
+                import shutil
+
+                from clism.models.remote import modeling_clism_qass
+
+                shutil.copy(modeling_clism_qass.__file__, tmp / "modeling_clism_qass.py")
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
             save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(tmp / HEAD_FILE))
