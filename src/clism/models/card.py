@@ -12,9 +12,11 @@ qa.predict([("Where is the Eiffel Tower?", "The Eiffel Tower is in Paris.")])
 # or with transformers alone: AutoModelForQuestionAnswering.from_pretrained("{path}")
 ```''',
     "qa-qass": '''```python
-import clism  # the QASS head reads the [QUE] state: load it through clism
+import clism  # clism writes the [QUE] token after each question, which the QASS head reads
 qa = clism.QAPredictor.from_pretrained("{path}")
 qa.predict([("Where is the Eiffel Tower?", "The Eiffel Tower is in Paris.")])
+# or with transformers alone, inputs "[CLS] question [QUE] [SEP] passage [SEP]":
+# AutoModelForQuestionAnswering.from_pretrained("{path}", trust_remote_code=True)
 ```''',
     "ner": '''```python
 import clism
