@@ -434,7 +434,8 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
             if job.tokens is not None:
                 speed["tokens_per_s"] = round((tokens - tokens_before) / max(elapsed, 1e-9), 1)
             if job.flops is not None:  # since this process started (a resumed run counts anew)
-                speed["model_tflops_per_s"] = round(flops / max(elapsed, 1e-9) / 1e12, 4)
+                # four significant digits: a tiny model's rate must not round to zero
+                speed["model_tflops_per_s"] = float(f"{flops / max(elapsed, 1e-9) / 1e12:.4g}")
             bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in parts.items()}
                             | {"ex_s": f"{speed['examples_per_s']:.1f}"})
             if out is not None and log_due:
