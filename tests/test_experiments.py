@@ -192,3 +192,26 @@ def test_replicate_and_variant_arms_are_pre_trained_with_their_own_seed_data_and
     grid_file.write_text(yaml.safe_dump({"variants": {"x": {"arm": "base"}}}))
     with pytest.raises(ConfigError, match="variants: x"):
         load_grid(grid_file)
+
+
+def test_a_cell_never_mixes_seeds_from_two_pretrainings(tmp_path):
+    """An arm pre-trained again (a new machine) is another model: its seeds may not join a cell
+    whose finished seeds came from the first one."""
+    import pytest
+
+    from clism.config import ConfigError
+    from clism.experiments.grid import Cell, GridConfig, check_one_model
+
+    grid = GridConfig(results=str(tmp_path / "results"))
+    cell = Cell("qa", "full", "k8", [1, 2])
+    model = tmp_path / "pretrain" / "model"
+    model.mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(b"first pre-training")
+    path, digest = check_one_model(grid, cell, str(model), done=[])  # seed 1 about to run
+    path.parent.mkdir(parents=True)
+    path.write_text(digest + "\n")  # what run_pending records once the cell has run
+    check_one_model(grid, cell, str(model), done=[1])  # the same model: seed 2 may join
+    (model / "model.safetensors").write_bytes(b"pre-trained again")
+    with pytest.raises(ConfigError, match="would mix two models"):
+        check_one_model(grid, cell, str(model), done=[1])
+    assert check_one_model(grid, Cell("qa", "base", "k8", [1, 2]), "multilingual-e5-small-q4", done=[1]) is None
