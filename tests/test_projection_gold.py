@@ -3,7 +3,7 @@ share of answers on gold English entities that land exactly on a gold target ent
 import pytest
 
 from clism.clism_data.instance import Instance
-from clism.clism_data.projection_gold import gold_pairs, measure, parse_gold
+from clism.clism_data.projection_gold import gold_pairs, gold_report, measure, parse_gold
 from clism.errors import InputError
 from conftest import write
 
@@ -35,7 +35,13 @@ def test_answers_are_scored_against_the_gold_on_both_sides(tmp_path):
                     answer("The", en, es, "El", "DATE")]})  # not a gold English entity
     m = measure([inst], pairs)
     assert m == {"gold_english_entities": 2, "answers": 3, "answers_on_gold_english": 2, "exact": 1,
-                 "exact_same_type": 1, "gold_english_entities_answered": 2}
+                 "exact_same_type": 1, "gold_english_entities_answered": 2, "missed_around_one": 1}
+    # the build's English spans split coverage: "The European Parliament" untrimmed misses its gold entity
+    from clism.clism_data.spans import EnglishSpan
+    kept = [[EnglishSpan(0, 23, "ORG"), EnglishSpan(31, 36, "PERSON")], []]
+    assert measure([inst], pairs, kept)["gold_english_entities_kept_as_spans"] == 1
+    report = gold_report({"es": measure([inst], pairs, kept)})
+    assert "| es | 2 | 1 = 50.0% | 2 = 100.0% | 1 = 50.0% | 1 = 50.0% | 0 / 0 / 1 / 0 |" in report
 
 
 def test_bad_entries_are_refused_with_the_fix(tmp_path):

@@ -31,7 +31,7 @@ from typing import Iterator, Optional
 from clism.config import option
 from clism.clism_data.alignment import is_char_tokenized, read_links, run_eflomal, symmetrize, token_strings, tokenize
 from clism.benchmarks.parallel import ParallelReport, iter_line_aligned, iter_tsv
-from clism.clism_data.projection import ProjectionSettings, project
+from clism.clism_data.projection import ProjectedSpan, ProjectionSettings, project, verbatim_occurrence
 from clism.clism_data.projection_gold import gold_pairs, gold_report, measure, parse_gold, write_gold_text
 from clism.benchmarks.registry import get_dataset, locate, sha256_of
 from clism.clism_data.spans import DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishSpan, load_spacy, english_spans
@@ -66,6 +66,12 @@ class BuildDataOptions:
                                  "the answer is looked for in a passage rather than a lone sentence")
     max_passage_chars: int = option(500, "with --distractors: sentences are added only while the passage stays "
                                          "within this many characters", minimum=1)
+    trim_spans: bool = option(True, "trim a leading article and end punctuation from spaCy's English entities "
+                                    "(\"the European Parliament\" -> \"European Parliament\") and end punctuation "
+                                    "from projected answers; false: as builds made before these options")
+    verbatim_names: bool = option(True, "when an English answer occurs verbatim, once, as whole tokens, in the "
+                                        "target sentence, take that occurrence rather than the aligner's span (rare "
+                                        "names are what aligners get wrong); false: the aligner's span always")
     spacy_model: str = option(DEFAULT_SPACY_MODEL, "spaCy English pipeline with NER")
     entity_types: list[str] = option(list(DEFAULT_ENTITY_TYPES), "spaCy entity types that make informative spans")
     max_span_words: int = option(10, "longest span, in words", minimum=1)
@@ -214,7 +220,7 @@ def stage_spans(lang: str, work: Path, opts: BuildDataOptions, total: int) -> No
     with open(path, "a", encoding="utf-8") as out, \
             tqdm(total=total, initial=finished, desc=f"{lang} spaCy NER", unit="pair") as bar:
         for spans, rejected in english_spans(english, nlp, opts.entity_types, opts.max_span_words,
-                                             opts.n_process, opts.spacy_batch_size):
+                                             opts.n_process, opts.spacy_batch_size, opts.trim_spans):
             out.write(_dumps([[[s.start, s.end, s.label] for s in spans], rejected]) + "\n")
             bar.update(1)
     done.write_text("")
@@ -267,7 +273,7 @@ def _answer_key(text: str) -> str:
 
 def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: list[EnglishSpan],
                   links: set[tuple[int, int]], settings: ProjectionSettings, stats: Counter,
-                  answer_uses: Counter, max_answer_repeats: int) -> Instance | None:
+                  answer_uses: Counter, max_answer_repeats: int, verbatim_names: bool = True) -> Instance | None:
     """``answer_uses`` counts, across the language, how often each English answer was kept."""
     src_tokens, tgt_tokens = tokenize(en), tokenize(tgt)
     char_target = is_char_tokenized(tgt)
@@ -277,19 +283,23 @@ def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: 
         if max_answer_repeats and answer_uses[key] >= max_answer_repeats:
             stats["rejected_repeated_answer"] += 1
             continue
-        result = project(span.start, span.end, src_tokens, tgt_tokens, links, char_target, settings, taken)
+        result = project(span.start, span.end, src_tokens, tgt, tgt_tokens, links, char_target, settings, taken)
         eligible = span.text(en) in tgt  # the precision proxy: the same string occurs in the target
         stats["proxy_eligible"] += eligible
+        if eligible and not isinstance(result, str):  # the proxy measures the aligner, before any override
+            stats["proxy_projected"] += 1
+            stats["proxy_exact"] += (result.start, result.end) in _occurrences(tgt, span.text(en))
+        verbatim = verbatim_occurrence(span.text(en), tgt, tgt_tokens, taken) if verbatim_names and eligible else None
+        if verbatim is not None:
+            stats["verbatim_names"] += 1
+            stats["verbatim_names_overriding"] += isinstance(result, str) or (result.start, result.end) != verbatim
+            result = ProjectedSpan(*verbatim, 1.0)
         if isinstance(result, str):
             stats[f"rejected_{result}"] += 1
             continue
         if not tgt[result.start: result.end].strip():
             stats["rejected_blank"] += 1
             continue
-        if eligible:
-            stats["proxy_projected"] += 1
-            occurrences = _occurrences(tgt, span.text(en))
-            stats["proxy_exact"] += (result.start, result.end) in occurrences
         taken.append((result.start, result.end))
         answers.append((span, result))
         answer_uses[key] += 1
@@ -356,7 +366,7 @@ def _occurrences(text: str, needle: str) -> set[tuple[int, int]]:
 def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: BuildDataOptions, total: int) -> list:
     from tqdm.auto import tqdm
 
-    settings = ProjectionSettings(opts.max_gap, opts.max_ratio, opts.char_max_ratio)
+    settings = ProjectionSettings(opts.max_gap, opts.max_ratio, opts.char_max_ratio, trim_punctuation=opts.trim_spans)
     shard_dir = out / "instances"
     shard_dir.mkdir(parents=True, exist_ok=True)
     n_shards = max(1, -(-total // opts.shard_size))
@@ -391,7 +401,7 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
                 spans = [EnglishSpan(a, b, label) for a, b, label in found]
                 links = symmetrize(fwd_links, rev_links, opts.symmetrization)
                 instance = make_instance(k * opts.shard_size + offset, lang, en, tgt, source, spans, links,
-                                         settings, stats, answer_uses, opts.max_answer_repeats)
+                                         settings, stats, answer_uses, opts.max_answer_repeats, opts.verbatim_names)
                 if instance is not None:
                     if opts.distractors:
                         instance = into_passage(instance, pool, opts.distractors, opts.max_passage_chars, stats)
@@ -435,8 +445,9 @@ def build(opts: BuildDataOptions) -> dict:
     manifest: dict = {"config": dataclasses.asdict(opts), "languages": {}, "alignment_cache_keys": {}}
     for where_not_what in ("report", "out"):  # not settings of the build's content
         manifest["config"].pop(where_not_what)
-    for new_option in ("alignment_run", "projection_gold", "distractors"):  # absent unless used: earlier builds' manifests
-        if not manifest["config"][new_option]:                 # stay byte-identical
+    for new_option in ("alignment_run", "projection_gold", "distractors", "trim_spans", "verbatim_names"):
+        # absent unless used (these default to on, and off is the behaviour before them): earlier builds' manifests
+        if not manifest["config"][new_option]:  # stay byte-identical
             manifest["config"].pop(new_option)
             if new_option == "distractors":
                 manifest["config"].pop("max_passage_chars")
@@ -444,7 +455,8 @@ def build(opts: BuildDataOptions) -> dict:
     content_keys = ("max_chars", "spacy_model", "entity_types", "max_span_words")
     # a cap joins the fingerprint only when set, so uncapped builds keep resuming their work
     fingerprint = _settings_fingerprint(opts, content_keys + (("max_pairs",) if opts.max_pairs else ())
-                                        + (("alignment_run",) if opts.alignment_run else ()))
+                                        + (("alignment_run",) if opts.alignment_run else ())
+                                        + (("trim_spans",) if opts.trim_spans else ()))
     for lang in opts.langs:
         work = out / "work" / lang / fingerprint
         work.mkdir(parents=True, exist_ok=True)
@@ -464,8 +476,10 @@ def build(opts: BuildDataOptions) -> dict:
             total.update(s)
         manifest["languages"][lang] = {"input": pair_stats, "output": dict(sorted(total.items()))}
         if lang in gold:
+            kept = english_spans([en.text for en, _ in gold[lang]], load_spacy(opts.spacy_model), opts.entity_types,
+                                 opts.max_span_words, trim=opts.trim_spans)  # the build's own span rules, again
             manifest["languages"][lang]["projection_gold"] = measure(
-                (i for i in iter_instances(out) if i.lang == lang), gold[lang])
+                (i for i in iter_instances(out) if i.lang == lang), gold[lang], (spans for spans, _ in kept))
         manifest["alignment_cache_keys"][lang] = key
     write_atomic(out / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
     write_atomic(out / "timings.json", json.dumps(timings, indent=1) + "\n")

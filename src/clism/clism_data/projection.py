@@ -1,7 +1,8 @@
 """Project an English span onto the target sentence through word alignment links.
 
 The answer is the smallest target token range covering every token aligned to the
-span. It is rejected, with a reason, when nothing is aligned (``unaligned``), when the
+span, without punctuation tokens at its ends (aligners attach a neighbouring "." or ";" to
+names; ``trim_punctuation``). It is rejected, with a reason, when nothing is aligned (``unaligned``), when the
 range holds more than ``max_gap`` tokens aligned to none of the span's words
 (``discontinuous``), when it is far longer than the span (``too_long``), when it is the
 whole target sentence although the span is not the whole English sentence
@@ -9,6 +10,7 @@ whole target sentence although the span is not the whole English sentence
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 
@@ -18,6 +20,7 @@ class ProjectionSettings:
     max_ratio: float = 3.0  # projected tokens per source token (word-tokenised targets)
     char_max_ratio: float = 6.0  # the same for targets tokenised by character (zh, ja, th)
     slack: int = 2  # extra tokens always allowed
+    trim_punctuation: bool = True  # drop punctuation tokens at the ends of the projected range
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,27 @@ def source_tokens(span_start: int, span_end: int, src_tokens: list[tuple[int, in
     return [i for i, (a, b) in enumerate(src_tokens) if a < span_end and b > span_start]
 
 
-def project(span_start: int, span_end: int, src_tokens: list[tuple[int, int]], tgt_tokens: list[tuple[int, int]],
-            links: set[tuple[int, int]], char_target: bool, settings: ProjectionSettings,
+def _is_punctuation(token: str) -> bool:
+    return all(unicodedata.category(c).startswith("P") for c in token)
+
+
+def verbatim_occurrence(text: str, tgt_text: str, tgt_tokens: list[tuple[int, int]],
+                        taken: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The one place where ``text`` occurs in the target as whole tokens, free of answers
+    already taken; None when it occurs there zero or several times."""
+    starts = {a for a, _ in tgt_tokens}
+    ends = {b for _, b in tgt_tokens}
+    found, at = [], tgt_text.find(text)
+    while at >= 0:
+        end = at + len(text)
+        if at in starts and end in ends and not any(at < b and end > a for a, b in taken):
+            found.append((at, end))
+        at = tgt_text.find(text, at + 1)
+    return found[0] if len(found) == 1 else None
+
+
+def project(span_start: int, span_end: int, src_tokens: list[tuple[int, int]], tgt_text: str,
+            tgt_tokens: list[tuple[int, int]], links: set[tuple[int, int]], char_target: bool, settings: ProjectionSettings,
             taken: list[tuple[int, int]]) -> ProjectedSpan | str:
     """A ``ProjectedSpan``, or the reason the projection is rejected."""
     src = source_tokens(span_start, span_end, src_tokens)
@@ -42,6 +64,9 @@ def project(span_start: int, span_end: int, src_tokens: list[tuple[int, int]], t
     aligned_tgt = sorted({j for i, j in links if i in src_set and j < len(tgt_tokens)})
     if not aligned_tgt:
         return "unaligned"
+    if settings.trim_punctuation:
+        words = [j for j in aligned_tgt if not _is_punctuation(tgt_text[slice(*tgt_tokens[j])])] or aligned_tgt
+        aligned_tgt = [j for j in aligned_tgt if words[0] <= j <= words[-1]]
     lo, hi = aligned_tgt[0], aligned_tgt[-1]
     width = hi - lo + 1
     gap = width - len(aligned_tgt)

@@ -85,10 +85,23 @@ def write_gold_text(pairs: list[tuple[GoldSentence, GoldSentence]], folder: Path
     return en_file, x_file
 
 
-def measure(instances: Iterable, pairs: list[tuple[GoldSentence, GoldSentence]]) -> dict:
-    """Counts behind the two figures, over the instances built from these pairs."""
+def measure(instances: Iterable, pairs: list[tuple[GoldSentence, GoldSentence]],
+            english_spans: Iterable[list] | None = None) -> dict:
+    """Counts behind the two figures, over the instances built from these pairs.
+
+    ``english_spans``, the spans the build kept on each pair's English side (in pair order),
+    splits coverage: a gold English entity is lost either before projection (spaCy does not
+    find it with these boundaries, or a filter drops it) or by the projection. A missed
+    target is counted by where it landed: on no gold entity, inside one, around one, across."""
     gold = {(en.text, x.text): (en, x) for en, x in pairs}
     counts: Counter = Counter(gold_english_entities=sum(len(en.entities) for en, _ in gold.values()))
+    if english_spans is not None:
+        seen, kept = set(), set()
+        for (en, _), spans in zip(pairs, english_spans):
+            if en.text not in seen:  # a repeated pair is one pair in `gold`
+                seen.add(en.text)
+                kept |= {(en.text, s, e) for s, e, _ in en.entities} & {(en.text, s.start, s.end) for s in spans}
+        counts["gold_english_entities_kept_as_spans"] = len(kept)
     answered: set = set()
     for inst in instances:
         found = gold.get((inst.en, inst.target))
@@ -107,20 +120,32 @@ def measure(instances: Iterable, pairs: list[tuple[GoldSentence, GoldSentence]])
             landed = x_types.get((answer.start, answer.end))
             counts["exact"] += landed is not None
             counts["exact_same_type"] += landed == kind
+            if landed is None:
+                counts[f"missed_{_where(answer.start, answer.end, x_types)}"] += 1
     counts["gold_english_entities_answered"] = len(answered)
     return dict(counts)
 
 
-def gold_report(measures: dict[str, dict]) -> str:
-    lines = ["| lang | gold English entities | answered (coverage) | answers on them | exact on a gold entity "
-             "| exact, same type |", "|---|---|---|---|---|---|"]
+def _where(start: int, end: int, entities: dict) -> str:
+    overlapping = [(s, e) for s, e in entities if s < end and e > start]
+    if not overlapping:
+        return "on_no_entity"
+    s, e = overlapping[0]
+    return "inside_one" if start >= s and end <= e else "around_one" if start <= s and end >= e else "across"
 
-    def share(a: int, b: int) -> str:
-        return f"{a} = {100 * a / b:.1f}%" if b else "n/a"
+
+def gold_report(measures: dict[str, dict]) -> str:
+    lines = ["| lang | gold English entities | kept as English spans | answered (coverage) | exact on a gold entity "
+             "| exact, same type | missed: on no entity / inside one / around one / across |",
+             "|---|---|---|---|---|---|---|"]
+
+    def share(a: int | None, b: int) -> str:
+        return "n/a" if a is None or not b else f"{a} = {100 * a / b:.1f}%"
 
     for lang, m in measures.items():
-        on = m.get("answers_on_gold_english", 0)
-        lines.append(f"| {lang} | {m['gold_english_entities']} | "
-                     f"{share(m.get('gold_english_entities_answered', 0), m['gold_english_entities'])} | {on} | "
-                     f"{share(m.get('exact', 0), on)} | {share(m.get('exact_same_type', 0), on)} |")
+        on, total = m.get("answers_on_gold_english", 0), m["gold_english_entities"]
+        missed = " / ".join(str(m.get(f"missed_{w}", 0)) for w in ("on_no_entity", "inside_one", "around_one", "across"))
+        lines.append(f"| {lang} | {total} | {share(m.get('gold_english_entities_kept_as_spans'), total)} | "
+                     f"{share(m.get('gold_english_entities_answered', 0), total)} | "
+                     f"{share(m.get('exact', 0), on)} | {share(m.get('exact_same_type', 0), on)} | {missed} |")
     return "\n".join(lines) + "\n"

@@ -1,7 +1,11 @@
 """Informative spans of English sentences: spaCy named entities, filtered as the paper says.
 
-Filters: drop spans made only of stop words (and punctuation); spans must start and end
-on whole words; at most ``max_words`` words. Every dropped span is counted by reason.
+Each entity is first trimmed (``trim``) of a leading article ("the", "a", "an") and of punctuation at
+either end: spaCy's OntoNotes entities include them ("the European Parliament", "Commission '"),
+annotated entities and QA answers do not, and an article projects onto the target's article
+("la Unión Europea"). Then the filters: drop spans made only of stop words (and punctuation);
+spans must start and end on whole words; at most ``max_words`` words. Every dropped span is
+counted by reason.
 """
 from __future__ import annotations
 
@@ -56,29 +60,46 @@ def _whole_words(sentence: str, start: int, end: int) -> bool:
     return not (before.isalnum() or after.isalnum())
 
 
-def filter_entities(doc, types: frozenset[str], max_words: int, rejected: Counter) -> list[EnglishSpan]:
+LEADING_ARTICLES = frozenset({"the", "a", "an"})
+
+
+def _trimmed(ent) -> list:
+    """The entity's tokens without a leading article or punctuation and spaces at either end."""
+    tokens = list(ent)
+    while tokens and (tokens[0].is_punct or tokens[0].is_space or tokens[0].lower_ in LEADING_ARTICLES):
+        tokens.pop(0)
+    while tokens and (tokens[-1].is_punct or tokens[-1].is_space):
+        tokens.pop()
+    return tokens
+
+
+def filter_entities(doc, types: frozenset[str], max_words: int, rejected: Counter,
+                    trim: bool = True) -> list[EnglishSpan]:
     spans = []
     for ent in doc.ents:
         if ent.label_ not in types:
             continue
-        words = [t for t in ent if not t.is_punct and not t.is_space]
+        tokens = _trimmed(ent) if trim else list(ent)
+        words = [t for t in tokens if not t.is_punct and not t.is_space]
         if not words or all(t.is_stop for t in words):
             rejected["stop_words_only"] += 1
-        elif len(words) > max_words:
+            continue
+        start, end = tokens[0].idx, tokens[-1].idx + len(tokens[-1].text)
+        if len(words) > max_words:
             rejected["too_many_words"] += 1
-        elif not _whole_words(doc.text, ent.start_char, ent.end_char):
+        elif not _whole_words(doc.text, start, end):
             rejected["partial_word"] += 1
         else:
-            spans.append(EnglishSpan(ent.start_char, ent.end_char, ent.label_))
+            spans.append(EnglishSpan(start, end, ent.label_))
     return spans
 
 
 def english_spans(sentences: Iterable[str], nlp, types: Iterable[str] = DEFAULT_ENTITY_TYPES, max_words: int = 10,
-                  n_process: int = 1, batch_size: int = 256) -> Iterator[tuple[list[EnglishSpan], dict[str, int]]]:
+                  n_process: int = 1, batch_size: int = 256, trim: bool = True) -> Iterator[tuple[list[EnglishSpan], dict[str, int]]]:
     """Per sentence, in input order (spaCy keeps order across processes): the kept spans
     and the count of spans each filter dropped."""
     types = frozenset(types)
     for doc in nlp.pipe(sentences, n_process=n_process, batch_size=batch_size):
         rejected: Counter = Counter()
-        spans = filter_entities(doc, types, max_words, rejected)
+        spans = filter_entities(doc, types, max_words, rejected, trim)
         yield spans, dict(sorted(rejected.items()))
