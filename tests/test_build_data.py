@@ -82,9 +82,9 @@ def test_two_builds_are_byte_identical(tmp_path):
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
 
 
-@pytest.mark.parametrize("cap", [0, 2])
-def test_a_build_killed_half_way_resumes_to_the_same_output(tmp_path, monkeypatch, cap):
-    build(options(tmp_path, "full", max_answer_repeats=cap))
+@pytest.mark.parametrize("caps", [{}, {"max_answer_repeats": 2, "max_copied_share": 0.4}])
+def test_a_build_killed_half_way_resumes_to_the_same_output(tmp_path, monkeypatch, caps):
+    build(options(tmp_path, "full", **caps))
     real = build_instances.write_atomic
     calls = {"n": 0}
 
@@ -97,10 +97,10 @@ def test_a_build_killed_half_way_resumes_to_the_same_output(tmp_path, monkeypatc
 
     monkeypatch.setattr(build_instances, "write_atomic", dies_after_two_shards)
     with pytest.raises(KeyboardInterrupt):
-        build(options(tmp_path, "resumed", max_answer_repeats=cap))
+        build(options(tmp_path, "resumed", **caps))
     monkeypatch.setattr(build_instances, "write_atomic", real)
     assert len(list((tmp_path / "resumed/instances").glob("*.jsonl"))) == 2
-    build(options(tmp_path, "resumed", max_answer_repeats=cap))  # the cap's count carries over the finished shards
+    build(options(tmp_path, "resumed", **caps))  # the caps' counts carry over the finished shards
     assert tree(tmp_path / "full") == tree(tmp_path / "resumed")
 
 
@@ -128,6 +128,25 @@ def test_max_answer_repeats_caps_each_english_answer_and_counts_the_rest(tmp_pat
     assert before["answers"] == uncapped["answers"] and after["answers"] == capped["answers"]
     assert before["top"][0][1] > 2 and len(before["top"]) == 3 and {n for _, n in after["top"]} == {2}
     assert after["distinct"] == len(uses) and before["top"][0][0] == before["top"][0][0].casefold()
+
+
+def test_the_copy_cap_and_the_minimum_target_length(tmp_path, monkeypatch):
+    """Most names in this corpus are copied verbatim into German (all but Rom, Wien, München,
+    Köln); the cap keeps copies to the share asked, in corpus order, and counts the rest."""
+    monkeypatch.setattr(build_instances, "run_eflomal", committed_links)
+    everything = build(options(tmp_path, "all"))["languages"]["de"]["output"]
+    assert everything["answers_copied"] / everything["answers"] > 0.5
+    capped = build(options(tmp_path, "capped", max_copied_share=0.3))["languages"]["de"]["output"]
+    answers = [a for inst in iter_instances(tmp_path / "capped") for a in inst.answers]
+    copied = sum(a.text == a.en_text for a in answers)
+    assert copied == capped["answers_copied"] and 0 < copied <= 0.3 * len(answers)
+    assert capped["rejected_copied_answer"] > 0 and check_instances(tmp_path / "capped")[1] == []
+    assert capped["answers"] + capped["rejected_copied_answer"] == everything["answers"]
+    short = build(options(tmp_path, "short", min_target_tokens=8))["languages"]["de"]["output"]
+    targets = [inst.target for inst in iter_instances(tmp_path / "short")]
+    assert short["rejected_short_target"] > 0 and targets and all(len(t.split()) >= 7 for t in targets)
+    with pytest.raises(ValueError, match="--max-copied-share 1.5: a share"):
+        build(options(tmp_path, "bad", max_copied_share=1.5))
 
 
 def test_a_folder_refuses_a_build_with_other_settings(tmp_path):

@@ -61,6 +61,11 @@ class BuildDataOptions:
     max_answer_repeats: int = option(0, "use one English answer string (case-folded) at most this many times per "
                                         "language, in corpus order (0: no cap); Tatoeba's stock names (Tom, Mary, "
                                         "Sami) are otherwise a sixth to a half of its answers")
+    max_copied_share: float = option(1.0, "keep answers copied verbatim from the English (names in Latin script, "
+                                          "digits) only while they stay within this share of a language's answers, "
+                                          "in corpus order (1: no cap); finding a copy teaches little alignment")
+    min_target_tokens: int = option(0, "skip pairs whose target sentence has fewer alignment tokens (0: none); "
+                                       "they still help the aligner")
     distractors: int = option(0, "N > 0: the target side becomes a passage, the aligned sentence among up to N "
                                  "other target sentences of the language (drawn per instance, seeded), so that "
                                  "the answer is looked for in a passage rather than a lone sentence")
@@ -271,16 +276,40 @@ def _answer_key(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
+@dataclass
+class AnswerCaps:
+    """A language's caps on answers, applied in corpus order, so the build stays deterministic
+    and a resumed build replays its finished shards to the same state."""
+    max_repeats: int = 0  # uses of one English answer string (case-folded); 0: no cap
+    max_copied_share: float = 1.0  # answers copied verbatim from the English, as a share of those kept
+    uses: Counter = dataclasses.field(default_factory=Counter)
+    kept: int = 0
+    copied: int = 0
+
+    def repeated(self, en_text: str) -> bool:
+        return bool(self.max_repeats) and self.uses[_answer_key(en_text)] >= self.max_repeats
+
+    def too_many_copies(self, copied: bool) -> bool:
+        return copied and self.copied + 1 > self.max_copied_share * (self.kept + 1)
+
+    def take(self, en_text: str, copied: bool) -> None:
+        self.uses[_answer_key(en_text)] += 1
+        self.kept += 1
+        self.copied += copied
+
+
 def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: list[EnglishSpan],
                   links: set[tuple[int, int]], settings: ProjectionSettings, stats: Counter,
-                  answer_uses: Counter, max_answer_repeats: int, verbatim_names: bool = True) -> Instance | None:
-    """``answer_uses`` counts, across the language, how often each English answer was kept."""
+                  caps: AnswerCaps, verbatim_names: bool = True, min_target_tokens: int = 0) -> Instance | None:
+    """``caps`` carries, across the language, what the answer caps count."""
     src_tokens, tgt_tokens = tokenize(en), tokenize(tgt)
+    if len(tgt_tokens) < min_target_tokens:
+        stats["rejected_short_target"] += 1
+        return None
     char_target = is_char_tokenized(tgt)
     answers, taken = [], []
     for span in sorted(spans, key=lambda s: s.start):
-        key = _answer_key(span.text(en))
-        if max_answer_repeats and answer_uses[key] >= max_answer_repeats:
+        if caps.repeated(span.text(en)):
             stats["rejected_repeated_answer"] += 1
             continue
         result = project(span.start, span.end, src_tokens, tgt, tgt_tokens, links, char_target, settings, taken)
@@ -300,9 +329,13 @@ def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: 
         if not tgt[result.start: result.end].strip():
             stats["rejected_blank"] += 1
             continue
+        copied = tgt[result.start: result.end] == span.text(en)
+        if caps.too_many_copies(copied):
+            stats["rejected_copied_answer"] += 1
+            continue
         taken.append((result.start, result.end))
         answers.append((span, result))
-        answer_uses[key] += 1
+        caps.take(span.text(en), copied)
     if not answers:
         return None
     answers.sort(key=lambda a: a[0].start)
@@ -371,7 +404,7 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
     shard_dir.mkdir(parents=True, exist_ok=True)
     n_shards = max(1, -(-total // opts.shard_size))
     all_stats = []
-    answer_uses: Counter = Counter()  # carried across shards: the cap is per language
+    caps = AnswerCaps(opts.max_answer_repeats, opts.max_copied_share)  # carried across shards: caps are per language
     pool = [tgt for _, tgt, _ in iter_pairs(work)] if opts.distractors else []  # the passages' other sentences
     with open(work / "spans.jsonl", encoding="utf-8") as spans_fh, \
             tqdm(total=total, desc=f"{lang} project+write", unit="pair") as bar:
@@ -385,7 +418,8 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
                     next(rows)
                 with open(path, encoding="utf-8") as done:
                     for line in done:
-                        answer_uses.update(_answer_key(a["en_text"]) for a in json.loads(line)["answers"])
+                        for a in json.loads(line)["answers"]:
+                            caps.take(a["en_text"], a["text"] == a["en_text"])
                 bar.update(count)
                 all_stats.append(json.loads(stats_path.read_text()))
                 continue
@@ -401,7 +435,7 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
                 spans = [EnglishSpan(a, b, label) for a, b, label in found]
                 links = symmetrize(fwd_links, rev_links, opts.symmetrization)
                 instance = make_instance(k * opts.shard_size + offset, lang, en, tgt, source, spans, links,
-                                         settings, stats, answer_uses, opts.max_answer_repeats, opts.verbatim_names)
+                                         settings, stats, caps, opts.verbatim_names, opts.min_target_tokens)
                 if instance is not None:
                     if opts.distractors:
                         instance = into_passage(instance, pool, opts.distractors, opts.max_passage_chars, stats)
@@ -437,6 +471,8 @@ def _refuse_other_settings(out: Path, config: dict) -> None:
 
 
 def build(opts: BuildDataOptions) -> dict:
+    if not 0 <= opts.max_copied_share <= 1:
+        raise InputError(f"--max-copied-share {opts.max_copied_share}: a share, between 0 and 1 (1: no cap)")
     parse_files(opts)  # a bad --files entry fails here, before hours of work, not silently later
     gold = {lang: gold_pairs(en_file, x_file) for lang, en_file, x_file in parse_gold(opts.projection_gold, opts.langs)}
     out = Path(opts.out)
@@ -445,9 +481,12 @@ def build(opts: BuildDataOptions) -> dict:
     manifest: dict = {"config": dataclasses.asdict(opts), "languages": {}, "alignment_cache_keys": {}}
     for where_not_what in ("report", "out"):  # not settings of the build's content
         manifest["config"].pop(where_not_what)
-    for new_option in ("alignment_run", "projection_gold", "distractors", "trim_spans", "verbatim_names"):
-        # absent unless used (these default to on, and off is the behaviour before them): earlier builds' manifests
-        if not manifest["config"][new_option]:  # stay byte-identical
+    # Options added after the first builds are left out of the manifest while they hold the
+    # behaviour from before them, so earlier builds' manifests stay byte-identical.
+    as_before = {"alignment_run": 0, "projection_gold": [], "distractors": 0, "trim_spans": False,
+                 "verbatim_names": False, "max_copied_share": 1.0, "min_target_tokens": 0}
+    for new_option, old_value in as_before.items():
+        if manifest["config"][new_option] == old_value:
             manifest["config"].pop(new_option)
             if new_option == "distractors":
                 manifest["config"].pop("max_passage_chars")
