@@ -126,10 +126,33 @@ def test_full_run_losses_fall_and_checkpoint_loads_for_finetuning(base, data_dir
     assert torch.equal(model.head.start_query.weight, saved["start_query.weight"])
     trained = load_file(str(out / "model" / "model.safetensors"))
     layer = "encoder.layer.1.output.dense.weight"
-    assert torch.equal(model.encoder.state_dict()[layer], trained[f"bert.{layer}"])  # pre-trained, not re-initialised
+    assert torch.equal(model.encoder.state_dict()[layer], trained[layer])  # pre-trained, not re-initialised
     assert tokenizer.convert_tokens_to_ids("[QUE]") == len(tokenizer) - 1
     classifier, _ = load_token_classifier(str(out / "model"), ["O", "B-PER", "I-PER"])
     assert classifier.config.num_labels == 3
+
+
+def test_the_checkpoint_keeps_the_source_architecture_and_its_created_mlm_head_apart(base, data_dir, tmp_path):
+    """The source is a bare encoder (as multilingual-e5 is): AutoModel loads the pre-trained
+    checkpoint with nothing unexpected or missing, and a second pre-training from it takes up
+    the MLM head clism trained, from mlm_head.safetensors."""
+    import json
+
+    from transformers import AutoModel
+
+    pretrain(opts(base, data_dir, tmp_path / "one", max_steps=3))
+    folder = tmp_path / "one" / "model"
+    assert json.loads((folder / "config.json").read_text())["architectures"] == ["BertModel"]
+    _, info = AutoModel.from_pretrained(folder, add_pooling_layer=False, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    from clism.pretraining.train import load_pretrain_model
+    from safetensors.torch import load_file
+
+    saved = load_file(str(folder / "mlm_head.safetensors"))
+    assert saved and not any("decoder.weight" in k for k in saved)  # tied to the word embeddings: not copied
+    model, *_, fresh = load_pretrain_model(opts(folder, data_dir, tmp_path / "two"))
+    assert all(torch.equal(model.mlm_head_weights()[k], v) for k, v in saved.items())
+    assert not any(name.startswith("mlm_model.cls") for name in fresh)  # trained once: not fresh any more
 
 
 @pytest.mark.parametrize("switches", [dict(clism=False), dict(cacr=False), dict(mlm=False),

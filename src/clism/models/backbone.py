@@ -61,10 +61,11 @@ def load_backbone(name_or_path: str, kind: str = "encoder", dropout: float | Non
     return model, AutoTokenizer.from_pretrained(path), created
 
 
-def save_backbone(model, folder) -> None:
+def save_backbone(model, folder, overrides: dict | None = None) -> None:
     """``save_pretrained`` with the checkpoint's own config values where a run overrode them
-    (``--dropout 0`` for speed), so that the saved model trains as its source did."""
-    overrides = getattr(model, "clism_config_overrides", {})
+    (``--dropout 0`` for speed), so that the saved model trains as its source did; ``overrides``
+    when ``model`` is a part (the encoder) of the model that was loaded."""
+    overrides = getattr(model, "clism_config_overrides", {}) if overrides is None else overrides
     current = {name: getattr(model.config, name) for name in overrides}
     for name, value in overrides.items():
         setattr(model.config, name, value)

@@ -29,7 +29,10 @@ tagger.tag(["Angela Merkel visited Paris."])
 ```bash
 clism finetune qa --model {path} --head qass --train-examples 256 --out runs/qa
 clism finetune ner --model {path} --out runs/ner
-```''',
+```
+
+With transformers alone, `AutoModel.from_pretrained("{path}")` gives the encoder (add
+`add_pooling_layer=False` for a BERT-style encoder saved without a pooler, as multilingual-e5 is).''',
 }
 TITLES = {"qa-linear": "extractive QA (linear span head)", "qa-qass": "extractive QA (QASS span head)",
           "ner": "named-entity recognition", "pretrain": "CLISM + CACR + MLM pre-trained encoder"}

@@ -22,6 +22,8 @@ from clism.constants import IGNORE_INDEX, QUE_TOKEN
 from clism.errors import InputError
 from clism.models.span_model import HEAD_FILE, META_FILE, QuestionAwareSpanHead, span_loss
 
+MLM_HEAD_FILE = "mlm_head.safetensors"  # a masked-LM head clism created, beside an encoder that had none
+
 
 @dataclass
 class LossSettings:
@@ -72,12 +74,32 @@ def _mlm_head(mlm_model: nn.Module):
 
 
 class CLISMPretrainModel(nn.Module):
-    def __init__(self, mlm_model: nn.Module, losses: LossSettings):
+    def __init__(self, mlm_model: nn.Module, losses: LossSettings, mlm_head_created: bool = False):
         super().__init__()
         self.mlm_model = mlm_model
         self.encoder = mlm_model.base_model
         self.span_head = QuestionAwareSpanHead(mlm_model.config.hidden_size)
         self.losses = losses
+        # An encoder that came without an MLM head (multilingual-e5) is saved as it came, the
+        # head clism made for it in a file of its own: AutoModel then loads the checkpoint as
+        # it loads the source, with no table of unexpected weights.
+        self.mlm_head_created = mlm_head_created
+
+    def mlm_head_weights(self) -> dict[str, torch.Tensor]:
+        """The MLM head's own tensors: not the decoder tied to the word embeddings."""
+        shared = {p.data_ptr() for p in self.encoder.parameters()}
+        return {k: v.detach().clone().contiguous() for k, v in _mlm_head(self.mlm_model).state_dict().items()
+                if v.data_ptr() not in shared}
+
+    def load_mlm_head(self, path: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        weights = load_file(str(path))
+        missing, unexpected = _mlm_head(self.mlm_model).load_state_dict(weights, strict=False)
+        absent = [k for k in missing if k not in self.mlm_head_weights()]
+        if unexpected or len(absent) != len(missing):
+            raise InputError(f"{path}: does not fit this model's MLM head (unexpected {unexpected}, missing "
+                             f"{[k for k in missing if k not in absent]}); it belongs to another architecture")
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.encoder.get_input_embeddings()
@@ -116,15 +138,20 @@ class CLISMPretrainModel(nn.Module):
                          answer_starts, answer_ends)
 
     def save(self, directory: str | Path, tokenizer) -> Path:
-        """A standard Hugging Face checkpoint (masked-LM weights, tokenizer with [QUE]) plus
-        the span head that ``clism finetune qa --head qass`` picks up."""
+        """A standard Hugging Face checkpoint in the source's architecture (masked-LM weights
+        for XLM-R, the bare encoder and ``mlm_head.safetensors`` for multilingual-e5; tokenizer
+        with [QUE]) plus the span head that ``clism finetune qa --head qass`` picks up."""
         from safetensors.torch import save_file
 
         from clism.files import atomic_folder
         from clism.models.backbone import save_backbone
 
         with atomic_folder(directory) as tmp:
-            save_backbone(self.mlm_model, tmp)
+            if self.mlm_head_created:
+                save_backbone(self.encoder, tmp, getattr(self.mlm_model, "clism_config_overrides", {}))
+                save_file(self.mlm_head_weights(), str(tmp / MLM_HEAD_FILE))
+            else:
+                save_backbone(self.mlm_model, tmp)
             tokenizer.save_pretrained(tmp)
             save_file({k: v.contiguous() for k, v in self.span_head.state_dict().items()}, str(tmp / HEAD_FILE))
             (tmp / META_FILE).write_text(json.dumps({"head": "qass", "que_token": QUE_TOKEN}, indent=2))

@@ -36,6 +36,7 @@ def load_pretrain_model(opts: PretrainOptions):
     parameters created fresh here (the task head of the engine)."""
     from clism.models.backbone import load_backbone
     from clism.models.span_model import HEAD_FILE, ensure_que_token
+    from clism.pretraining.model import MLM_HEAD_FILE
 
     # A checkpoint without an MLM head (multilingual-e5) gets one initialised by transformers,
     # its decoder tied to the input embeddings.
@@ -44,12 +45,17 @@ def load_pretrain_model(opts: PretrainOptions):
     que_id = ensure_que_token(tokenizer, mlm_model.base_model)
     if mlm_model.get_output_embeddings() is not None:
         mlm_model.tie_weights()
-    model = CLISMPretrainModel(mlm_model, _loss_settings(opts))
+    encoder_prefix = mlm_model.base_model_prefix + "."
+    model = CLISMPretrainModel(mlm_model, _loss_settings(opts),
+                               mlm_head_created=any(not k.startswith(encoder_prefix) for k in created))
     head_file = Path(path) / HEAD_FILE
     if head_file.is_file():
         from safetensors.torch import load_file
 
         model.span_head.load_state_dict(load_file(str(head_file)))
+    if (Path(path) / MLM_HEAD_FILE).is_file():  # a clism checkpoint of such an encoder: its head, trained
+        model.load_mlm_head(Path(path) / MLM_HEAD_FILE)
+        created = {k for k in created if k.startswith(encoder_prefix)}
     created = {f"mlm_model.{k}" for k in created}
     encoder_weights = {id(p) for p in model.encoder.parameters()}
     fresh = {name for name, p in model.named_parameters()
