@@ -54,6 +54,15 @@ class ModelCheckOptions:
     seed: int = option(0, "seed of the Tatoeba sample")
 
 
+@dataclass
+class ModelPushOptions:
+    path: str = option("", "the model folder a run saved (runs/pretrain/model, runs/qa/seed-1/model)")
+    repo_id: str = option("", "Hub repository to push to, user/name (created if needed)")
+    private: bool = option(False, "create the repository as private")
+    commit_message: Optional[str] = option(None, "the commit's message (default: Upload <folder> from clism <version>)")
+    revision: Optional[str] = option(None, "branch to commit to (default: main)")
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -245,6 +254,15 @@ def cmd_report(opts: ReportOptions) -> int:
     return 0
 
 
+def cmd_model_push(opts: ModelPushOptions) -> int:
+    from clism.models.hub import push_folder
+
+    url = push_folder(opts.path, opts.repo_id, private=opts.private, commit_message=opts.commit_message,
+                      revision=opts.revision)
+    print(f"pushed {opts.path} to {opts.repo_id}: {url}")
+    return 0
+
+
 def cmd_quickstart(opts) -> int:
     from clism.experiments.quickstart import run_quickstart
 
@@ -308,6 +326,9 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
                     "convert the built-in multilingual-e5-small-q4 once (cached)", ()),
         "check": (ModelCheckOptions, cmd_model_check,
                   "prove a conversion: tokenizer ids and Tatoeba retrieval", ("name",)),
+        "push": (ModelPushOptions, cmd_model_push,
+                 "share a saved model folder on the Hugging Face Hub (token: HF_TOKEN or `hf auth login`)",
+                 ("path", "repo_id")),
     },
 }
 

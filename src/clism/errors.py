@@ -26,5 +26,9 @@ class TrainingDivergedError(ClismError, FloatingPointError):
     """The loss became NaN or infinite."""
 
 
+class HubError(ClismError):
+    """The Hugging Face Hub refused a push or could not be reached."""
+
+
 class NotFoundError(ClismError, FileNotFoundError):
     """A file, folder, checkpoint or data set that is not where the user said."""

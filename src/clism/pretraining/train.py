@@ -68,6 +68,10 @@ def pretrain(opts: PretrainOptions) -> dict:
 
     from clism.training.engine import Job, length_grouped_batches, shuffled_batches, train
 
+    if opts.push_to_hub is not None:  # refused now, not after the run
+        from clism.models.hub import check_repo_id
+
+        check_repo_id(opts.push_to_hub)
     asked = opts.freeze_word_embeddings
     opts = opts.resolved()
     if asked is None and opts.freeze_word_embeddings:
@@ -79,7 +83,9 @@ def pretrain(opts: PretrainOptions) -> dict:
         summary = json.loads(summary_path.read_text())
         diff = changed_settings(PretrainOptions, summary.get("identity", {}), opts.learning_identity())
         if not diff:
-            log.info("%s already holds this finished run (%d steps); nothing to do", out, summary["steps"])
+            log.info("%s already holds this finished run (%d steps); nothing to train", out, summary["steps"])
+            if is_main_process():
+                _push(opts, out, summary)
             return summary
         raise ConfigError(f"{out} holds a finished pre-training run with other settings ({'; '.join(diff)}): choose "
                           "another --out, or pass --overwrite to replace it")
@@ -132,4 +138,13 @@ def pretrain(opts: PretrainOptions) -> dict:
         write_model_card(out / "model", "pretrain", opts.learning_identity(), notes=[
             f"{stats['instances']} CLISM instances from `{opts.data}`; {result.steps} steps."])
         write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+        _push(opts, out, summary)
     return summary
+
+
+def _push(opts: PretrainOptions, out: Path, summary: dict) -> None:
+    if opts.push_to_hub is not None:
+        from clism.models.hub import push_folder
+
+        summary["pushed"] = push_folder(out / "model", opts.push_to_hub)
+        log.info("pushed %s to %s: %s", out / "model", opts.push_to_hub, summary["pushed"])

@@ -21,6 +21,7 @@ def claim_run_folder(opts) -> Path:
     one with the same settings is continued: finished seeds are kept, a seed cut short
     resumes from its checkpoint."""
     out = Path(opts.out)
+    check_push(opts)
     if not is_main_process():  # the main process checks and prepares the folder
         wait_for_everyone()
         return out
@@ -29,6 +30,29 @@ def claim_run_folder(opts) -> Path:
     finally:
         wait_for_everyone()
     return out
+
+
+def check_push(opts) -> None:
+    """``--push-to-hub`` is refused before any work when it could not push one model."""
+    if opts.push_to_hub is None:
+        return
+    from clism.config import ConfigError
+    from clism.models.hub import check_repo_id
+
+    check_repo_id(opts.push_to_hub)
+    if len(opts.seeds) != 1 or not opts.save_model:
+        raise ConfigError("--push-to-hub pushes one model: run one seed (--seeds N) with --save-model true, or push "
+                          "a seed's folder afterwards with `clism model push <out>/seed-N/model REPO_ID`")
+
+
+def push_model(opts, out: Path) -> None:
+    """The finished run's model to ``--push-to-hub`` (one seed, checked by ``check_push``)."""
+    if opts.push_to_hub is None or not is_main_process():
+        return
+    from clism.models.hub import push_folder
+
+    url = push_folder(out / f"seed-{opts.seeds[0]}" / "model", opts.push_to_hub)
+    log.info("pushed %s to %s: %s", out / f"seed-{opts.seeds[0]}" / "model", opts.push_to_hub, url)
 
 
 def _folder(opts) -> Path:

@@ -63,6 +63,9 @@ class ScheduleSettings:
     checkpoint_every: int = option(500, "steps between checkpoints that a rerun resumes from (0: none)")
     log_every: int = option(10, "steps between lines of log.jsonl", minimum=1)
     report_to: str = option("none", "also log to trackers through accelerate: tensorboard, wandb, mlflow, all, none")
+    push_to_hub: Optional[str] = option(None, "REPO_ID: when the run has finished, push its model folder to this "
+                                              "Hugging Face Hub repository (created if needed; token from HF_TOKEN "
+                                              "or `hf auth login`, endpoint from HF_ENDPOINT)")
 
 
 @dataclass
@@ -82,7 +85,7 @@ class TrainSettings(ScheduleSettings, OptimSettings):
 # Settings that say where a run lives, how often it reports or how it is evaluated: changing
 # them between a run and its resumption does not change what it learns.
 NOT_LEARNING = ("out", "resume", "overwrite", "checkpoint_every", "log_every", "report_to", "save_model",
-                "torch_compile")
+                "torch_compile", "push_to_hub")
 
 
 def default_of(cls: type, name: str, value):

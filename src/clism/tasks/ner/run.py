@@ -23,8 +23,8 @@ from clism.benchmarks.ner import NERSentence, entity_types, read_ner, to_iob2
 from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.evaluation.ner_metrics import entity_scores
-from clism.tasks.runs import (claim_output_folder, claim_run_folder, record_training, run_seeds, train_one_seed,
-                              write_summary)
+from clism.tasks.runs import (claim_output_folder, claim_run_folder, push_model, record_training, run_seeds,
+                              train_one_seed, write_summary)
 from clism.training.processes import is_main_process
 from clism.training.options import FinetuneOptions
 from clism.training.settings import EvalSettings, TrainSettings, default_of
@@ -233,7 +233,9 @@ def run_finetune(opts: NERFinetuneOptions) -> dict:
     per_seed = run_seeds(out, opts.seeds, lambda seed, run_dir: finetune_one_seed(opts, pool, seed, sets, run_dir))
     source = opts.train_file or f"{opts.train_dataset}-{opts.train_lang}"
     k = f"{opts.train_examples} sentences" if opts.train_examples else "all sentences"
-    return write_summary(out, per_seed, NER_KEYS, NER_LABELS, f"{opts.model}, NER from {source}, {k}")
+    summary = write_summary(out, per_seed, NER_KEYS, NER_LABELS, f"{opts.model}, NER from {source}, {k}")
+    push_model(opts, out)
+    return summary
 
 
 def run_evaluate(opts: NEREvalOptions) -> dict:

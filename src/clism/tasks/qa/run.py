@@ -28,8 +28,8 @@ from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.files import write_atomic
 from clism.evaluation.qa_metrics import QAMetric, score_predictions
-from clism.tasks.runs import (claim_output_folder, claim_run_folder, record_training, run_seeds, train_one_seed,
-                              write_summary)
+from clism.tasks.runs import (claim_output_folder, claim_run_folder, push_model, record_training, run_seeds,
+                              train_one_seed, write_summary)
 from clism.training.processes import is_main_process
 from clism.training.options import FinetuneOptions
 from clism.training.settings import EvalSettings, default_of
@@ -252,7 +252,9 @@ def run_finetune(opts: QAFinetuneOptions) -> dict:
     per_seed = run_seeds(out, opts.seeds, lambda seed, run_dir: finetune_one_seed(opts, pool, seed, sets, run_dir))
     k = f"{opts.train_examples} examples" if opts.train_examples else "full training set"
     title = f"{opts.model}, head {opts.head}, {k}, seeds {','.join(map(str, opts.seeds))}"
-    return write_summary(out, per_seed, QA_KEYS, QA_LABELS, title)
+    summary = write_summary(out, per_seed, QA_KEYS, QA_LABELS, title)
+    push_model(opts, out)
+    return summary
 
 
 def run_evaluate(opts: QAEvalOptions) -> dict:
