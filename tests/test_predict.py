@@ -134,3 +134,35 @@ def test_clism_load_gives_the_whole_model_and_the_commands_as_functions(tmp_path
     # every command as a function with its options dataclass
     assert clism.finetune_qa.__name__ == "run_finetune" and "head" in clism.QAFinetuneOptions.__dataclass_fields__
     assert callable(clism.build_data) and callable(clism.pretrain) and callable(clism.finetune_ner)
+
+
+def test_an_output_file_is_never_replaced_silently_nor_left_cut(tmp_path, capsys):
+    """--out that exists needs --overwrite; --out that is the input is refused; the file is
+    written atomically, so a kill leaves the earlier file or none (never a cut one)."""
+    import clism.tasks.predict as predict
+
+    model_dir = qa_checkpoint(tmp_path)
+    source = write(tmp_path / "in.jsonl", json.dumps({"id": "1", "question": "Where?", "context": "In Paris."}) + "\n")
+    out = tmp_path / "out.jsonl"
+    args = ["predict", "qa", "--model", str(model_dir), "--input", str(source), "--max-length", "64"]
+    assert main(args + ["--out", str(out)]) == 0
+    first = out.read_bytes()
+    assert main(args + ["--out", str(out)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(args + ["--out", str(source), "--overwrite"]) == 2
+    assert "is the --input file" in capsys.readouterr().err
+    assert json.loads(source.read_text())["question"] == "Where?"  # the input is untouched
+
+    real = predict.write_atomic
+
+    def killed_while_writing(path, text):
+        (tmp_path / f".{out.name}.tmp").write_text(text[: len(text) // 2])  # what a kill would leave beside
+        raise KeyboardInterrupt
+
+    predict.write_atomic = killed_while_writing
+    try:
+        assert main(args + ["--out", str(out), "--overwrite"]) == 130
+    finally:
+        predict.write_atomic = real
+    assert out.read_bytes() == first  # the earlier file, whole
+    assert main(args + ["--out", str(out), "--overwrite"]) == 0 and out.read_bytes() == first

@@ -18,11 +18,13 @@ import json
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Optional
 
 from clism.config import option
 from clism.benchmarks.textio import DataFormatError
 from clism.errors import InputError
+from clism.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,8 @@ class QAPredictOptions:
     question: Optional[str] = option(None, "one question (with --context)")
     context: Optional[str] = option(None, "the passage to answer from")
     input: Optional[str] = option(None, "JSON Lines file of {id, question, context} records")
-    out: Optional[str] = option(None, "write JSON Lines here (default: stdout)")
+    out: Optional[str] = option(None, "write JSON Lines here (default: stdout); whole or not at all")
+    overwrite: bool = option(False, "replace an --out file that exists")
     max_length: int = option(384, "tokens per window", minimum=1)
     doc_stride: int = option(128, "tokens shared by neighbouring windows", minimum=1)
     max_answer_tokens: int = option(30, "longest answer, in tokens")
@@ -44,7 +47,8 @@ class NERPredictOptions:
     model: str = option("", "fine-tuned NER checkpoint (the model/ directory of a `clism finetune ner` seed)")
     text: Optional[str] = option(None, "one sentence to tag")
     input: Optional[str] = option(None, "JSON Lines file of {id, text} or {id, words} records")
-    out: Optional[str] = option(None, "write JSON Lines here (default: stdout)")
+    out: Optional[str] = option(None, "write JSON Lines here (default: stdout); whole or not at all")
+    overwrite: bool = option(False, "replace an --out file that exists")
     max_length: int = option(128, "tokens per window", minimum=1)
     batch_size: int = option(64, "windows per inference batch", minimum=1)
 
@@ -75,18 +79,29 @@ def read_jsonl(path: str, required: tuple[str, ...], either: tuple[str, ...] = (
     return records
 
 
+def check_out(opts) -> None:
+    """Before any work: ``--out`` neither replaces the input nor, without ``--overwrite``, an
+    earlier output."""
+    if not opts.out:
+        return
+    out = Path(opts.out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name (e.g. {out / 'predictions.jsonl'})")
+    if opts.input and out.exists() and out.resolve() == Path(opts.input).resolve():
+        raise InputError(f"--out {out} is the --input file; write the predictions to another file")
+    if out.exists() and not opts.overwrite:
+        raise InputError(f"--out {out} exists; pass --overwrite to replace it, or choose another file")
+
+
 def _write(records: Iterator[dict], out: Optional[str]) -> int:
-    """Write the records as JSON Lines; the exit status is 0 (the count goes to the log)."""
-    fh = open(out, "w", encoding="utf-8") if out else sys.stdout
-    n = 0
-    try:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            n += 1
-    finally:
-        if out:
-            fh.close()
-    log.info("%d records written to %s", n, out or "stdout")
+    """Write the records as JSON Lines, to a file atomically (a kill leaves the earlier file or
+    none, never a cut one); the exit status is 0 (the count goes to the log)."""
+    lines = [json.dumps(record, ensure_ascii=False) + "\n" for record in records]
+    if out:
+        write_atomic(out, "".join(lines))
+    else:
+        sys.stdout.writelines(lines)
+    log.info("%d records written to %s", len(lines), out or "stdout")
     return 0
 
 
@@ -105,6 +120,7 @@ def predict_qa(opts: QAPredictOptions) -> int:
 
     if not opts.model:
         raise InputError("give --model, a fine-tuned QA checkpoint directory")
+    check_out(opts)
     records = _qa_records(opts)
     predictor = QAPredictor.from_pretrained(opts.model, max_length=opts.max_length, doc_stride=opts.doc_stride,
                                             batch_size=opts.batch_size, max_answer_tokens=opts.max_answer_tokens)
@@ -128,6 +144,7 @@ def predict_ner(opts: NERPredictOptions) -> int:
 
     if not opts.model:
         raise InputError("give --model, a fine-tuned NER checkpoint directory")
+    check_out(opts)
     records = _ner_records(opts)
     for r in records:
         if "words" in r and (not isinstance(r["words"], list)
