@@ -197,3 +197,19 @@ def test_distractors_make_a_passage_whose_answers_keep_their_text():
                   (ProjectedAnswer("汤姆", 0, 2, "PERSON", 1.0, "Tom", 0, 3),))
     joined = into_passage(zh, ["下雨了。", "我饿了。"], 2, 50, Counter())
     assert " " not in joined.target and joined.target[joined.answers[0].start:joined.answers[0].end] == "汤姆"
+
+
+def test_an_entity_type_the_recogniser_never_predicts_is_refused(tmp_path):
+    """It used to build 0 instances with exit status 0."""
+    with pytest.raises(ValueError, match=r"--entity-types: PERSN not among the labels of .*PERSON"):
+        build(options(tmp_path, "typo", entity_types=["PERSN", "GPE"]))
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_language_without_one_usable_pair_is_an_error_not_a_traceback(tmp_path):
+    """eflomal died with ZeroDivisionError when every pair had been filtered out."""
+    long_only = tmp_path / "long.tsv"
+    long_only.write_text("word " * 100 + "\tWort\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"de: none of the 1 pairs read is usable .*--max-chars 200: 1"):
+        build(BuildDataOptions(corpora=[], langs=["de"], files=[f"de={long_only}"], out=str(tmp_path / "o"),
+                               max_chars=200))

@@ -64,7 +64,7 @@ def test_entities_carry_character_offsets_even_without_spaces():
         ["New York", "Times"]
 
 
-def test_predict_ner_tags_every_word(tmp_path):
+def ner_checkpoint(tmp_path):
     tokenizer = tiny_models.tiny_tokenizer()
     labels = ["O", "B-PER", "I-PER"]
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -73,6 +73,11 @@ def test_predict_ner_tags_every_word(tmp_path):
     torch.manual_seed(0)
     BertForTokenClassification(config).save_pretrained(tmp_path / "ner")
     tokenizer.save_pretrained(tmp_path / "ner")
+    return tmp_path / "ner"
+
+
+def test_predict_ner_tags_every_word(tmp_path):
+    ner_checkpoint(tmp_path)
     source = write(tmp_path / "in.jsonl", json.dumps({"id": "zh", "text": "习近平在北京会见了普京。"}, ensure_ascii=False)
                    + "\n" + json.dumps({"words": ["Angela", "Merkel", "spoke"]}) + "\n")
     out = tmp_path / "out.jsonl"
@@ -166,3 +171,34 @@ def test_an_output_file_is_never_replaced_silently_nor_left_cut(tmp_path, capsys
         predict.write_atomic = real
     assert out.read_bytes() == first  # the earlier file, whole
     assert main(args + ["--out", str(out), "--overwrite"]) == 0 and out.read_bytes() == first
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"id": 1.5, "question": "Q?", "context": "C."}, "'id' is 1.5; write it as a string"),
+    ({"id": ["a"], "question": "Q?", "context": "C."}, "'id' is [\"a\"]"),
+    ({"id": "1", "question": "Q?", "context": "a \ud800 b"}, "'context' holds a lone surrogate"),
+])
+def test_bad_record_values_are_named_not_passed_on(tmp_path, capsys, record, message):
+    """Each of these used to reach the output unchecked (a float id) or end in a traceback."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(record) + "\n", encoding="utf-8")  # json.dumps escapes the surrogate as \ud800
+    assert main(["predict", "qa", "--model", str(qa_checkpoint(tmp_path)), "--input", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert f"{source} line 1: {message}" in err and "Traceback" not in err
+
+
+def test_ner_text_must_be_text(tmp_path, capsys):
+    model = ner_checkpoint(tmp_path)
+    for record, message in (({"text": None}, "'text' must be a non-empty string, got null"),
+                            ({"text": "a \ud800"}, "'text' holds a lone surrogate"),
+                            ({"words": ["a", 3]}, "'words' must be a list of non-empty strings")):
+        source = tmp_path / "in.jsonl"
+        source.write_text(json.dumps(record) + "\n")
+        assert main(["predict", "ner", "--model", str(model), "--input", str(source)]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["predict", "ner", "--model", str(model), "--text", "a \udced b"]) == 2  # argv's undecodable bytes
+    assert "--text: 'text' holds a lone surrogate" in capsys.readouterr().err
+    source.write_text(json.dumps({"id": None, "text": "Anna lives in Paris."}) + "\n")  # null: the line number
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "ner", "--model", str(model), "--input", str(source), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["id"] == "1"

@@ -34,7 +34,8 @@ from clism.benchmarks.parallel import ParallelReport, iter_line_aligned, iter_ts
 from clism.clism_data.projection import ProjectedSpan, ProjectionSettings, project, verbatim_occurrence
 from clism.clism_data.projection_gold import gold_pairs, gold_report, measure, parse_gold, write_gold_text
 from clism.benchmarks.registry import get_dataset, locate, sha256_of
-from clism.clism_data.spans import DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishSpan, load_spacy, english_spans
+from clism.clism_data.spans import (DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishSpan, check_entity_types,
+                                    english_spans, load_spacy)
 
 log = logging.getLogger(__name__)
 
@@ -474,6 +475,7 @@ def build(opts: BuildDataOptions) -> dict:
     if not 0 <= opts.max_copied_share <= 1:
         raise InputError(f"--max-copied-share {opts.max_copied_share}: a share, between 0 and 1 (1: no cap)")
     parse_files(opts)  # a bad --files entry fails here, before hours of work, not silently later
+    check_entity_types(load_spacy(opts.spacy_model), opts.entity_types, opts.spacy_model)
     gold = {lang: gold_pairs(en_file, x_file) for lang, en_file, x_file in parse_gold(opts.projection_gold, opts.langs)}
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -501,6 +503,11 @@ def build(opts: BuildDataOptions) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         pair_stats = stage_pairs(lang, sources_for(lang, opts), work, opts)
+        if not pair_stats["kept"]:  # the aligner cannot run on nothing (eflomal divides by zero)
+            raise InputError(f"{lang}: none of the {pair_stats['read']} pairs read is usable (empty side "
+                             f"{pair_stats['empty_side']}, longer than --max-chars {opts.max_chars}: "
+                             f"{pair_stats['too_long']}, duplicate {pair_stats['duplicate']}); check its --files or "
+                             "--corpora, or raise --max-chars")
         t1 = time.perf_counter()
         stage_spans(lang, work, opts, pair_stats["kept"])
         t2 = time.perf_counter()

@@ -54,6 +54,17 @@ def load_spacy(model: str = DEFAULT_SPACY_MODEL):
     return nlp
 
 
+def check_entity_types(nlp, types: Iterable[str], model: str) -> None:
+    """Refuse types the recogniser never predicts: they would build no instances, silently."""
+    from clism.errors import InputError
+
+    known = set(nlp.get_pipe("ner").labels)
+    unknown = [t for t in types if t not in known]
+    if unknown:
+        raise InputError(f"--entity-types: {', '.join(unknown)} not among the labels of {model} "
+                         f"({', '.join(sorted(known))})")
+
+
 def _whole_words(sentence: str, start: int, end: int) -> bool:
     before = sentence[start - 1] if start > 0 else " "
     after = sentence[end] if end < len(sentence) else " "

@@ -53,6 +53,27 @@ class NERPredictOptions:
     batch_size: int = option(64, "windows per inference batch", minimum=1)
 
 
+def _check_fields(record: dict, where: str) -> None:
+    """Values a reader would otherwise pass on to a traceback or to the output unchecked."""
+    rid = record.get("id")
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
+        raise DataFormatError(f"{where}: 'id' is {json.dumps(rid)}; write it as a string (or leave it out: the line "
+                              "number is used)")
+    if "text" in record and not (isinstance(record["text"], str) and record["text"].strip()):
+        raise DataFormatError(f"{where}: 'text' must be a non-empty string, got {json.dumps(record['text'])}")
+    if "words" in record and (not isinstance(record["words"], list)
+                              or not all(isinstance(w, str) and w.strip() for w in record["words"])):
+        raise DataFormatError(f"{where}: 'words' must be a list of non-empty strings")
+    texts = [(k, v) for k, v in record.items() if isinstance(v, str)]
+    texts += [("words", w) for w in record.get("words", []) if isinstance(w, str)]
+    for key, value in texts:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DataFormatError(f"{where}: {key!r} holds a lone surrogate ({value[exc.start]!a}), left by bytes "
+                                  "that were not valid UTF-8; fix the encoding") from None
+
+
 def read_jsonl(path: str, required: tuple[str, ...], either: tuple[str, ...] = ()) -> list[dict]:
     """Every record of ``path``; a bad line raises an error naming the file, the line and the fix."""
     records = []
@@ -72,7 +93,9 @@ def read_jsonl(path: str, required: tuple[str, ...], either: tuple[str, ...] = (
                                       f"each record needs {', '.join(required)}")
             if either and not any(k in record for k in either):
                 raise DataFormatError(f"{path} line {n}: needs one of the fields {' or '.join(either)}")
-            record.setdefault("id", str(n))
+            _check_fields(record, f"{path} line {n}")
+            if record.get("id") is None:  # absent or null: the line number
+                record["id"] = str(n)
             records.append(record)
     if not records:
         raise DataFormatError(f"{path}: no records (expected one JSON object per line)")
@@ -112,7 +135,9 @@ def _qa_records(opts: QAPredictOptions) -> list[dict]:
         return read_jsonl(opts.input, ("question", "context"))
     if not (opts.question and opts.context):
         raise InputError("give --question and --context, or --input FILE.jsonl")
-    return [{"id": "1", "question": opts.question, "context": opts.context}]
+    record = {"id": "1", "question": opts.question, "context": opts.context}
+    _check_fields(record, "--question/--context")  # bytes that are not UTF-8 reach argv as lone surrogates
+    return [record]
 
 
 def predict_qa(opts: QAPredictOptions) -> int:
@@ -136,7 +161,9 @@ def _ner_records(opts: NERPredictOptions) -> list[dict]:
         return read_jsonl(opts.input, (), either=("text", "words"))
     if not opts.text:
         raise InputError("give --text, or --input FILE.jsonl")
-    return [{"id": "1", "text": opts.text}]
+    record = {"id": "1", "text": opts.text}
+    _check_fields(record, "--text")  # bytes that are not UTF-8 reach argv as lone surrogates
+    return [record]
 
 
 def predict_ner(opts: NERPredictOptions) -> int:
@@ -146,10 +173,6 @@ def predict_ner(opts: NERPredictOptions) -> int:
         raise InputError("give --model, a fine-tuned NER checkpoint directory")
     check_out(opts)
     records = _ner_records(opts)
-    for r in records:
-        if "words" in r and (not isinstance(r["words"], list)
-                             or not all(isinstance(w, str) and w.strip() for w in r["words"])):
-            raise DataFormatError(f"{opts.input} record {r['id']}: 'words' must be a list of non-empty strings")
     tagger = NERTagger.from_pretrained(opts.model, max_length=opts.max_length, batch_size=opts.batch_size)
     tagged = tagger.tag([r["words"] if "words" in r else r["text"] for r in records])
     return _write(({"id": r["id"], **t} for r, t in zip(records, tagged)), opts.out)
