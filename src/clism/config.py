@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -104,6 +105,9 @@ def check_minimums(obj: T, where: str = "options") -> T:
         minimum = field.metadata.get("minimum")
         value = getattr(obj, field.name)
         numbers = value if isinstance(value, list) else [value]
+        unusable = [v for v in numbers if isinstance(v, float) and not math.isfinite(v)]
+        if unusable:
+            raise ConfigError(f"{where}: {_flag(field.name)} must be a finite number, got {unusable[0]}")
         low = [v for v in numbers if isinstance(v, (int, float)) and not isinstance(v, bool) and minimum is not None
                and v < minimum]
         if low:

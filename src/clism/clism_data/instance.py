@@ -22,6 +22,21 @@ from clism.benchmarks.textio import DataFormatError
 from clism.constants import QUE_TOKEN
 
 
+_JSON_TYPES = {"str": (str,), "int": (int,), "float": (int, float)}
+
+
+def _typed(cls, record) -> dict:
+    """``record`` when each of ``cls``'s plain fields holds a value of its type (TypeError if not)."""
+    if not isinstance(record, dict):
+        raise TypeError(f"expected an object, got {type(record).__name__}")
+    for field in dataclasses.fields(cls):
+        kinds = _JSON_TYPES.get(field.type)  # field.type is a string: annotations are postponed
+        value = record.get(field.name)
+        if kinds and (isinstance(value, bool) or not isinstance(value, kinds)):
+            raise TypeError(f"{field.name} is {json.dumps(value)[:40]}, not {field.type}")
+    return record
+
+
 @dataclass(frozen=True)
 class ProjectedAnswer:
     text: str  # target[start:end]
@@ -51,8 +66,10 @@ class Instance:
     @classmethod
     def from_json(cls, record: dict, where: str = "instance") -> "Instance":
         try:
-            answers = tuple(ProjectedAnswer(**a) for a in record["answers"])
-            return cls(**{**record, "answers": answers})
+            if not isinstance(record, dict) or not isinstance(record.get("answers"), list):
+                raise TypeError("expected an object with a list of answers")
+            answers = tuple(ProjectedAnswer(**_typed(ProjectedAnswer, a)) for a in record["answers"])
+            return cls(**{**_typed(cls, record), "answers": answers})
         except (TypeError, KeyError) as exc:
             fields = [f.name for f in dataclasses.fields(cls)]
             raise DataFormatError(f"{where}: not a CLISM instance ({exc}); expected the fields {fields}, as "
@@ -71,12 +88,13 @@ class Instance:
 
 def iter_instances(directory: str | Path) -> Iterator[Instance]:
     """Every instance of a build, shard by shard, in order."""
+    from clism.benchmarks.textio import iter_lines
+
     for path in sorted((Path(directory) / "instances").glob("*.jsonl")):
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataFormatError(f"{path} line {number}: not valid JSON ({exc.msg}); rebuild with "
-                                          "`clism build-data --overwrite`") from None
-                yield Instance.from_json(record, f"{path} line {number}")
+        for number, line in iter_lines(path):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(f"{path} line {number}: not valid JSON ({exc.msg}); the build is damaged: "
+                                      f"delete {directory} and run `clism build-data` again") from None
+            yield Instance.from_json(record, f"{path} line {number}")

@@ -76,27 +76,30 @@ def _check_fields(record: dict, where: str) -> None:
 
 def read_jsonl(path: str, required: tuple[str, ...], either: tuple[str, ...] = ()) -> list[dict]:
     """Every record of ``path``; a bad line raises an error naming the file, the line and the fix."""
+    from clism.benchmarks.textio import iter_lines
+
+    if Path(path).is_dir():
+        raise InputError(f"--input {path} is a folder; give a JSON Lines file")
     records = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path} line {n}: not JSON ({exc.msg}); write one JSON object per line")
-            if not isinstance(record, dict):
-                raise DataFormatError(f"{path} line {n}: expected a JSON object, got {type(record).__name__}")
-            missing = [k for k in required if not isinstance(record.get(k), str)]
-            if missing:
-                raise DataFormatError(f"{path} line {n}: missing or non-string field(s) {', '.join(missing)}; "
-                                      f"each record needs {', '.join(required)}")
-            if either and not any(k in record for k in either):
-                raise DataFormatError(f"{path} line {n}: needs one of the fields {' or '.join(either)}")
-            _check_fields(record, f"{path} line {n}")
-            if record.get("id") is None:  # absent or null: the line number
-                record["id"] = str(n)
-            records.append(record)
+    for n, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path} line {n}: not JSON ({exc.msg}); write one JSON object per line")
+        if not isinstance(record, dict):
+            raise DataFormatError(f"{path} line {n}: expected a JSON object, got {type(record).__name__}")
+        missing = [k for k in required if not isinstance(record.get(k), str)]
+        if missing:
+            raise DataFormatError(f"{path} line {n}: missing or non-string field(s) {', '.join(missing)}; "
+                                  f"each record needs {', '.join(required)}")
+        if either and not any(k in record for k in either):
+            raise DataFormatError(f"{path} line {n}: needs one of the fields {' or '.join(either)}")
+        _check_fields(record, f"{path} line {n}")
+        if record.get("id") is None:  # absent or null: the line number
+            record["id"] = str(n)
+        records.append(record)
     if not records:
         raise DataFormatError(f"{path}: no records (expected one JSON object per line)")
     return records

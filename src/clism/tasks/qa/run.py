@@ -211,6 +211,16 @@ def evaluate_model(model, tokenizer, sets: list[EvalSet], out_dir: Path, head: s
     return results
 
 
+def read_prediction_file(path: str | Path) -> dict[str, str]:
+    """A prediction file in the official scripts' format: question id -> answer text."""
+    from clism.benchmarks.textio import DataFormatError, read_json
+
+    predictions = read_json(path)
+    if not isinstance(predictions, dict) or not all(isinstance(v, str) for v in predictions.values()):
+        raise DataFormatError(f"{path}: expected a JSON object mapping question id to answer text")
+    return predictions
+
+
 def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int, sets: list[EvalSet],
                       run_dir: Path) -> dict:
     from clism.tasks.qa.features import build_features, collate
@@ -282,9 +292,7 @@ def score_file(opts: QAEvalOptions) -> dict:
 
     if not opts.data:
         raise InputError("--predictions needs --data (the SQuAD-format file to score against)")
-    predictions = read_json(opts.predictions)
-    if not isinstance(predictions, dict) or not all(isinstance(v, str) for v in predictions.values()):
-        raise DataFormatError(f"{opts.predictions}: expected a JSON object mapping question id to answer text")
+    predictions = read_prediction_file(opts.predictions)
     # Reading through the checked reader reports bad offsets; scoring uses every answer text.
     read_squad_files([opts.data], require_valid_answers=False)
     gold = gold_answers_from_squad_json(read_json(opts.data))
