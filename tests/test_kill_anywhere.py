@@ -157,3 +157,30 @@ def test_evaluate_and_predict_killed_at_random_moments_end_as_uninterrupted_runs
     assert metrics[0] == metrics[1]
     assert (tmp_path / "killed/pred.jsonl").read_bytes() == (tmp_path / "straight/pred.jsonl").read_bytes()
     assert not list(tmp_path.rglob(".*.tmp"))  # no temporary file left behind by the kills
+
+
+def test_build_data_killed_at_random_moments_ends_byte_identical(tmp_path):
+    """Every stage is kept on disk (pairs, spans, links, shards): a build killed anywhere and
+    run again writes what one uninterrupted build writes, byte for byte."""
+    import pytest
+
+    pytest.importorskip("spacy")
+    pytest.importorskip("eflomal")
+    from test_build_data import corpus, tree
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CLISM_ALIGNMENT_CACHE": str(tmp_path / "links")}
+    source = corpus(tmp_path)
+
+    def cmd(out):
+        return [sys.executable, "-m", "clism.cli", "build-data", "--langs", "de", "--corpora", "", "--files",
+                f"de={source}", "--out", str(tmp_path / out), "--max-chars", "200", "--shard-size", "10"]
+
+    assert not run_until(cmd("straight"), env, lambda: False)  # (its links are stored, so both builds share them)
+    rng = random.Random(5)
+    kills = 0
+    for _ in range(3):
+        moment, t0 = rng.uniform(0.5, 6.0), time.time()
+        kills += run_until(cmd("killed"), env, lambda: time.time() - t0 > moment)
+    assert kills >= 2, "the build was to be stopped part way"
+    assert not run_until(cmd("killed"), env, lambda: False)
+    assert tree(tmp_path / "killed") == tree(tmp_path / "straight")
