@@ -194,6 +194,37 @@ def test_replicate_and_variant_arms_are_pre_trained_with_their_own_seed_data_and
         load_grid(grid_file)
 
 
+def test_a_variant_builds_its_own_data_on_the_shared_alignment(tmp_path):
+    """`variants: {name: {build_data: ...}}` measures a data option: the variant's instances
+    come from the same pairs and the same stored links as the shared build's, so the arms
+    differ by the option alone."""
+    pytest.importorskip("spacy")
+    pytest.importorskip("eflomal")
+    from test_build_data import corpus
+
+    from clism.experiments.grid import clism_data_dir, ensure_clism_data, load_grid
+
+    grid_file = tmp_path / "grid.yaml"
+    settings = {"arms": ["base", "full", "capped", "capped-p2"], "results": str(tmp_path / "r"),
+                "work": str(tmp_path / "w"),
+                "build_data": {"corpora": [], "langs": ["de"], "files": [f"de={corpus(tmp_path)}"], "max_chars": 200},
+                "variants": {"capped": {"arm": "full", "build_data": {"max_copied_share": 0.3}}}}
+    grid_file.write_text(yaml.safe_dump(settings))
+    grid = load_grid(grid_file)
+    assert [clism_data_dir(grid, run, family).name for run, family in ((0, ""), (0, "capped"), (2, "capped"),
+                                                                        (0, "headlr"))] == \
+        ["clism-data", "clism-data-capped", "clism-data-capped-p2", "clism-data"]
+    shared = json.loads((ensure_clism_data(grid, None) / "manifest.json").read_text())
+    capped = json.loads((ensure_clism_data(grid, None, 0, "capped") / "manifest.json").read_text())
+    assert capped["config"]["max_copied_share"] == 0.3 and "max_copied_share" not in shared["config"]
+    assert capped["alignment_cache_keys"] == shared["alignment_cache_keys"]  # the same links
+    assert capped["languages"]["de"]["output"]["rejected_copied_answer"] > 0
+    settings["variants"]["capped"]["build_data"] = {"max_copied_shares": 0.3}
+    grid_file.write_text(yaml.safe_dump(settings))
+    with pytest.raises(ConfigError, match="variants: capped: build_data"):
+        load_grid(grid_file)
+
+
 def test_a_cell_never_mixes_seeds_from_two_pretrainings(tmp_path):
     """An arm pre-trained again (a new machine) is another model: its seeds may not join a cell
     whose finished seeds came from the first one."""

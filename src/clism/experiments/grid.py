@@ -162,10 +162,12 @@ def load_grid(path: str | Path) -> GridConfig:
         if not isinstance(variant, dict) or ARMS.get(variant.get("arm")) is None or name in ARMS:
             raise ConfigError(f"{path}: variants: {name} needs `arm:` one of the pre-trained arms "
                               f"{[a for a in ARMS if ARMS[a]]} (and a name of its own)")
-        unknown = sorted(set(variant) - {"arm", "label", "pretrain"})
+        unknown = sorted(set(variant) - {"arm", "label", "pretrain", "build_data"})
         if unknown:
-            raise ConfigError(f"{path}: variants: {name}: unknown key(s) {unknown}; known: arm, label, pretrain")
+            raise ConfigError(f"{path}: variants: {name}: unknown key(s) {unknown}; known: arm, label, pretrain, "
+                              "build_data")
         from_dict(PretrainOptions, variant.get("pretrain", {}), f"{path}: variants: {name}: pretrain")
+        from_dict(BuildDataOptions, variant.get("build_data", {}), f"{path}: variants: {name}: build_data")
     known = list(ARMS) + list(grid.variants)
     unknown_arms = [a for a in grid.arms + grid.curve_arms if split_replicate(a)[0] not in known
                     or (split_replicate(a)[1] and split_replicate(a)[0] == "base")]
@@ -253,18 +255,23 @@ def finished_seeds(grid: GridConfig, cell: Cell) -> list[int]:
 # --------------------------------------------------------------------------- arms
 
 
-def clism_data_dir(grid: GridConfig, run: int = 0) -> Path:
-    """The shared build, or (run > 1) the build of pre-training run ``run``."""
-    return Path(grid.work) / ("clism-data" if run <= 1 else f"clism-data-p{run}")
+def clism_data_dir(grid: GridConfig, run: int = 0, family: str = "") -> Path:
+    """The shared build, or the build of pre-training run ``run`` (> 1), of a variant that
+    builds its data its own way (``family``), or both."""
+    own = family if "build_data" in grid.variants.get(family, {}) else ""
+    return Path(grid.work) / ("clism-data" + (f"-{own}" if own else "") + (f"-p{run}" if run > 1 else ""))
 
 
-def ensure_clism_data(grid: GridConfig, data_dir: str | None, run: int = 0) -> Path:
+def ensure_clism_data(grid: GridConfig, data_dir: str | None, run: int = 0, family: str = "") -> Path:
+    """A variant's build differs from the shared one only by its options: the pairs are the
+    same, so it reuses the shared build's stored alignment and the comparison stays paired."""
     from clism.clism_data.instances import BuildDataOptions, build, quality_report
 
-    out = clism_data_dir(grid, run)
+    out = clism_data_dir(grid, run, family)
     if not (out / "manifest.json").is_file():
         log.info("building CLISM data into %s", out)
-        manifest = build(BuildDataOptions(**{"data_dir": data_dir, **grid.build_data, "out": str(out),
+        own = grid.variants.get(family, {}).get("build_data", {})
+        manifest = build(BuildDataOptions(**{"data_dir": data_dir, **grid.build_data, **own, "out": str(out),
                                              **({"alignment_run": run} if run > 1 else {})}))
         log.info("CLISM data:\n%s", quality_report(manifest))
     copy_into = Path(grid.results) / out.name
@@ -286,13 +293,13 @@ def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
         return grid.model
     out = Path(grid.work) / "pretrain" / arm
     opts = PretrainOptions(**{**grid.pretrain, **variant.get("pretrain", {}), **({"seed": run} if run else {}),
-                              "model": grid.model, "data": str(clism_data_dir(grid, run)), "out": str(out),
+                              "model": grid.model, "data": str(clism_data_dir(grid, run, family)), "out": str(out),
                               **switches}).resolved()
     check_same_budget(out, opts, arm)
     summary_path = out / "summary.json"
     done = summary_path.is_file() and json.loads(summary_path.read_text())["steps"] >= opts.max_steps
     if not done:
-        ensure_clism_data(grid, data_dir, run)
+        ensure_clism_data(grid, data_dir, run, family)
         log.info("pre-training arm %s (%s)", arm, arm_label(arm, grid.variants))
         started = time.time()
         pretrain(opts)
