@@ -213,3 +213,10 @@ def test_a_language_without_one_usable_pair_is_an_error_not_a_traceback(tmp_path
     with pytest.raises(ValueError, match=r"de: none of the 1 pairs read is usable .*--max-chars 200: 1"):
         build(BuildDataOptions(corpora=[], langs=["de"], files=[f"de={long_only}"], out=str(tmp_path / "o"),
                                max_chars=200))
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path):
+    (tmp_path / "taken").write_text("someone's notes")
+    with pytest.raises(ValueError, match="--out .*taken is a file, not a folder"):
+        build(options(tmp_path, "taken"))
+    assert (tmp_path / "taken").read_text() == "someone's notes"

@@ -86,3 +86,12 @@ def test_out_of_range_numbers_are_refused_where_they_enter(argv, flag, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert flag in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["finetune", "qa"], ["finetune", "ner"]])
+def test_an_out_that_is_a_file_is_refused_and_left_alone(command, tmp_path, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("keep me")
+    assert main([*command, "--out", str(taken)]) == 2
+    assert f"--out {taken} is a file, not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "keep me"

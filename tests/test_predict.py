@@ -202,3 +202,36 @@ def test_ner_text_must_be_text(tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     assert main(["predict", "ner", "--model", str(model), "--input", str(source), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["id"] == "1"
+
+
+def test_no_answer_is_written_as_strict_json(tmp_path):
+    """A passage with nothing to answer from has no best span: its score is null, never the
+    -Infinity that Python's json writes and other JSON readers refuse."""
+    source = write(tmp_path / "in.jsonl", json.dumps({"id": "a", "question": "Q?", "context": " "}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "qa", "--model", str(qa_checkpoint(tmp_path)), "--input", str(source),
+                 "--out", str(out)]) == 0
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    record = json.loads(out.read_text(), parse_constant=refuse)
+    assert record["answer"] == "" and record["score"] is None and record["start"] == -1
+
+
+def test_heads_created_on_purpose_are_one_quiet_line_not_transformers_tables(tmp_path, capfd, caplog):
+    import logging
+
+    from clism.models.backbone import load_backbone
+
+    base = tmp_path / "base"
+    model, tokenizer = tiny_models.tiny_model()
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="clism.models.backbone"):
+        _, _, created = load_backbone(str(base), "token-classification", num_labels=3)
+    printed = "".join(capfd.readouterr())
+    assert created == {"classifier.weight", "classifier.bias"}
+    assert "MISSING" not in printed and "LOAD REPORT" not in printed and "newly initialized" not in printed
+    assert "created 2 weights the checkpoint does not hold (classifier), as intended" in caplog.text

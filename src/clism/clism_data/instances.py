@@ -474,6 +474,8 @@ def _refuse_other_settings(out: Path, config: dict) -> None:
 def build(opts: BuildDataOptions) -> dict:
     if not 0 <= opts.max_copied_share <= 1:
         raise InputError(f"--max-copied-share {opts.max_copied_share}: a share, between 0 and 1 (1: no cap)")
+    if Path(opts.out).exists() and not Path(opts.out).is_dir():
+        raise InputError(f"--out {opts.out} is a file, not a folder: choose another --out")
     parse_files(opts)  # a bad --files entry fails here, before hours of work, not silently later
     check_entity_types(load_spacy(opts.spacy_model), opts.entity_types, opts.spacy_model)
     gold = {lang: gold_pairs(en_file, x_file) for lang, en_file, x_file in parse_gold(opts.projection_gold, opts.langs)}
