@@ -92,7 +92,7 @@ def test_verbatim_occurrence_is_unique_whole_tokens_and_free():
 
 
 def test_a_verbatim_name_overrides_a_wrong_link_and_the_option_turns_it_off():
-    from clism.clism_data.instances import make_instance
+    from clism.clism_data.instances import AnswerCaps, make_instance
     from clism.clism_data.spans import EnglishSpan
 
     en, de = "We thank Erika for her work .", "Wir danken Erika für ihre Arbeit ."
@@ -101,7 +101,7 @@ def test_a_verbatim_name_overrides_a_wrong_link_and_the_option_turns_it_off():
 
     def answer(verbatim):
         stats = Counter()
-        inst = make_instance(0, "de", en, de, "test", span, links, S, stats, Counter(), 0, verbatim)
+        inst = make_instance(0, "de", en, de, "test", span, links, S, stats, AnswerCaps(), verbatim)
         return inst.answers[0].text, stats
 
     text, stats = answer(True)
