@@ -29,6 +29,7 @@ class QAPredictor:
     doc_stride: int = 128
     batch_size: int = 0  # windows per inference batch (0: 8 on CPU, 64 on GPU)
     max_answer_tokens: int = 30
+    inference_dtype: str = "auto"  # auto, fp32 or bf16 (clism.models.backbone.inference_precision)
 
     @classmethod
     def from_pretrained(cls, path: str, **settings) -> "QAPredictor":
@@ -45,11 +46,13 @@ class QAPredictor:
         """``[(question, context), ...]`` -> ``[{answer, start, end, score}, ...]``, in order;
         ``start``/``end`` are character offsets into the context."""
         from clism.benchmarks.qa import QAExample
+        from clism.models.backbone import inference_dtype
         from clism.tasks.qa.postprocess import predict_spans
 
         examples = [QAExample(str(i), q, c, []) for i, (q, c) in enumerate(pairs)]
-        spans, _ = predict_spans(self.model, self.tokenizer, examples, self.max_length, self.doc_stride,
-                                 self.batch_size, self.que_token_id, max_answer_tokens=self.max_answer_tokens)
+        with inference_dtype(self.inference_dtype):
+            spans, _ = predict_spans(self.model, self.tokenizer, examples, self.max_length, self.doc_stride,
+                                     self.batch_size, self.que_token_id, max_answer_tokens=self.max_answer_tokens)
         return [{"answer": spans[e.id].text, "start": spans[e.id].start, "end": spans[e.id].end,
                  "score": _finite(spans[e.id].score)} for e in examples]
 
@@ -70,6 +73,7 @@ class NERTagger:
     tokenizer: object
     max_length: int = 128
     batch_size: int = 64
+    inference_dtype: str = "auto"  # auto, fp32 or bf16 (clism.models.backbone.inference_precision)
 
     @classmethod
     def from_pretrained(cls, path: str, **settings) -> "NERTagger":
@@ -85,6 +89,7 @@ class NERTagger:
         entities of text carry character offsets into it."""
         from clism.benchmarks.ner import NERSentence
         from clism.clism_data.alignment import tokenize
+        from clism.models.backbone import inference_dtype
         from clism.tasks.ner.run import predict_tags
 
         inputs, sentences_, offsets = [], [], []
@@ -97,7 +102,8 @@ class NERTagger:
             inputs.append(sentence)
             sentences_.append(NERSentence(words, ["O"] * len(words)))
             offsets.append(spans)
-        tags, _ = predict_tags(self.model, self.tokenizer, sentences_, self.max_length, self.batch_size)
+        with inference_dtype(self.inference_dtype):
+            tags, _ = predict_tags(self.model, self.tokenizer, sentences_, self.max_length, self.batch_size)
         return [{"words": s.words, "tags": t,
                  "entities": entities(s.words, t, o, x if isinstance(x, str) else None)}
                 for x, s, t, o in zip(inputs, sentences_, tags, offsets)]

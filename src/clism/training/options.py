@@ -11,7 +11,7 @@ from clism.training.settings import NOT_LEARNING, EvalSettings, ModelSettings, T
 
 # Settings that choose what a run is evaluated on, not what it learns.
 EVALUATION_ONLY = ("seeds", "data_dir", "eval_datasets", "eval_langs", "eval_split", "eval_batch_size",
-                   "max_eval_examples", "cross_lingual")
+                   "max_eval_examples", "cross_lingual", "inference_dtype")
 
 
 @dataclass
@@ -23,6 +23,12 @@ class FinetuneOptions(EvalSettings, TrainSettings, ModelSettings):
     out: str = option("runs/finetune", "output directory")
     save_model: bool = option(True, "keep the fine-tuned checkpoint of each seed")
     overwrite: bool = option(False, "replace a run folder that holds a run with other settings")
+
+    def check(self) -> None:
+        from clism.models.backbone import check_inference_dtype
+
+        super().check()
+        check_inference_dtype(self.inference_dtype)  # before training, not at the evaluation after it
 
     def train_settings(self) -> "FinetuneOptions":
         """The settings the engine trains with: few-shot runs default to 200 steps (the paper's)."""

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
+from clism.models.backbone import INFERENCE_DTYPE_HELP
+
 from clism.config import option
 
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "all")
@@ -24,6 +26,7 @@ class EvalSettings:
     eval_datasets: list[str] = option([], "evaluate after training on these (empty: no evaluation)")
     eval_langs: list[str] = option([], "evaluation languages (default: every language present)")
     eval_batch_size: int = option(0, "windows per inference batch (0: a default for the device)")
+    inference_dtype: str = option("auto", INFERENCE_DTYPE_HELP)
     max_eval_examples: int = option(0, "evaluate only the first N examples per language (0: all)")
 
 

@@ -22,6 +22,7 @@ from clism.benchmarks.load import load_ner
 from clism.benchmarks.ner import NERSentence, entity_types, read_ner, to_iob2
 from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
+from clism.models.backbone import INFERENCE_DTYPE_HELP, check_inference_dtype
 from clism.evaluation.ner_metrics import entity_scores
 from clism.tasks.runs import (claim_output_folder, claim_run_folder, push_model, record_training, run_seeds,
                               train_one_seed, write_summary)
@@ -43,6 +44,7 @@ class NEREvalOptions:
     split: str = option("test", "split to evaluate")
     max_length: int = option(128, "tokens per window", minimum=1)
     eval_batch_size: int = option(128, "windows per inference batch", minimum=1)
+    inference_dtype: str = option("auto", INFERENCE_DTYPE_HELP)
     max_eval_examples: int = option(0, "evaluate only the first N sentences per language (0: all)")
     data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
     out: str = option("runs/ner-eval", "output directory")
@@ -171,7 +173,15 @@ def write_conll(path: Path, sentences: list[NERSentence], tags: list[list[str]])
             fh.write("\n")
 
 
-def evaluate_sets(model, tokenizer, sets: list[NEREvalSet], out_dir: Path, max_length: int, batch_size: int) -> dict:
+def evaluate_sets(model, tokenizer, sets: list[NEREvalSet], out_dir: Path, max_length: int, batch_size: int,
+                  dtype: str = "auto") -> dict:
+    from clism.models.backbone import inference_dtype
+
+    with inference_dtype(dtype):
+        return _evaluate_sets(model, tokenizer, sets, out_dir, max_length, batch_size)
+
+
+def _evaluate_sets(model, tokenizer, sets: list[NEREvalSet], out_dir: Path, max_length: int, batch_size: int) -> dict:
     model_types = {label[2:] for label in model.config.id2label.values() if label != "O"}
     results: dict = {}
     for s in sets:
@@ -215,7 +225,8 @@ def finetune_one_seed(opts: NERFinetuneOptions, pool: list[NERSentence], seed: i
         with atomic_folder(run_dir / "model") as tmp:
             save_backbone(model, tmp)
             tokenizer.save_pretrained(tmp)
-    metrics = evaluate_sets(model, tokenizer, sets, run_dir, opts.max_length, opts.eval_batch_size) if sets else {}
+    metrics = evaluate_sets(model, tokenizer, sets, run_dir, opts.max_length, opts.eval_batch_size,
+                            opts.inference_dtype) if sets else {}
     if opts.save_model:
         from clism.models.card import write_model_card
 
@@ -243,11 +254,12 @@ def run_evaluate(opts: NEREvalOptions) -> dict:
         return score_file(opts.predictions, opts.data)
     if not opts.model:
         raise InputError("give --model (a fine-tuned NER checkpoint) or --predictions with --data")
+    check_inference_dtype(opts.inference_dtype)
     model, tokenizer = load_token_classifier(opts.model)
     out = claim_output_folder(opts)
     save_config(opts, out / "config.yaml")
     sets = ner_evaluation_sets(opts.datasets, opts.langs, opts.split, opts.data_dir, opts.max_eval_examples)
-    results = evaluate_sets(model, tokenizer, sets, out, opts.max_length, opts.eval_batch_size)
+    results = evaluate_sets(model, tokenizer, sets, out, opts.max_length, opts.eval_batch_size, opts.inference_dtype)
     return write_summary(out, [{"results": results}], NER_KEYS, NER_LABELS, f"{opts.model}")
 
 

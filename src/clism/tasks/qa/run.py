@@ -27,6 +27,7 @@ from clism.benchmarks.qa import QAExample, read_squad_files
 from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.files import write_atomic
+from clism.models.backbone import INFERENCE_DTYPE_HELP, check_inference_dtype
 from clism.evaluation.qa_metrics import QAMetric, score_predictions
 from clism.tasks.runs import (claim_output_folder, claim_run_folder, push_model, record_training, run_seeds,
                               train_one_seed, write_summary)
@@ -55,6 +56,7 @@ class QAEvalOptions:
     max_length: int = option(384, "tokens per window", minimum=1)
     doc_stride: int = option(128, "tokens shared by neighbouring windows", minimum=1)
     eval_batch_size: int = option(0, "windows per inference batch (0: 8 on CPU, 64 on GPU)")
+    inference_dtype: str = option("auto", INFERENCE_DTYPE_HELP)
     max_eval_examples: int = option(0, "evaluate only the first N questions per language (0: all)")
     data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
     out: str = option("runs/qa-eval", "output directory")
@@ -189,8 +191,17 @@ def metric_for(dataset: str, answer_lang: str, name: str = "", whitespace_fallba
 
 
 def evaluate_model(model, tokenizer, sets: list[EvalSet], out_dir: Path, head: str, max_length: int,
-                   doc_stride: int, batch_size: int, metric_name: str = "", whitespace_fallback: bool = False
-                   ) -> dict:
+                   doc_stride: int, batch_size: int, metric_name: str = "", whitespace_fallback: bool = False,
+                   dtype: str = "auto") -> dict:
+    from clism.models.backbone import inference_dtype
+
+    with inference_dtype(dtype):
+        return _evaluate_model(model, tokenizer, sets, out_dir, head, max_length, doc_stride, batch_size,
+                               metric_name, whitespace_fallback)
+
+
+def _evaluate_model(model, tokenizer, sets: list[EvalSet], out_dir: Path, head: str, max_length: int,
+                    doc_stride: int, batch_size: int, metric_name: str, whitespace_fallback: bool) -> dict:
     from clism.tasks.qa.postprocess import predict
     from clism.models.span_model import QUE_TOKEN
 
@@ -240,7 +251,7 @@ def finetune_one_seed(opts: QAFinetuneOptions, pool: list[QAExample], seed: int,
     if opts.save_model:
         model.save(run_dir / "model", tokenizer)
     metrics = evaluate_model(model, tokenizer, sets, run_dir, opts.head, opts.max_length, opts.doc_stride,
-                             opts.eval_batch_size) if sets else {}
+                             opts.eval_batch_size, dtype=opts.inference_dtype) if sets else {}
     if opts.save_model:
         from clism.models.card import write_model_card
 
@@ -274,6 +285,7 @@ def run_evaluate(opts: QAEvalOptions) -> dict:
         return score_file(opts)
     if not opts.model:
         raise InputError("give --model (a fine-tuned checkpoint) or --predictions with --data")
+    check_inference_dtype(opts.inference_dtype)
     head = opts.head or saved_head(opts.model, default="linear")
     model, tokenizer = load_span_model(opts.model, head, trained_head=True)
     out = claim_output_folder(opts)
@@ -281,7 +293,7 @@ def run_evaluate(opts: QAEvalOptions) -> dict:
     sets = evaluation_sets(opts.datasets, opts.langs, opts.split, opts.cross_lingual, opts.data_dir,
                            opts.max_eval_examples)
     results = evaluate_model(model, tokenizer, sets, out, head, opts.max_length, opts.doc_stride,
-                             opts.eval_batch_size, opts.metric, opts.whitespace_fallback)
+                             opts.eval_batch_size, opts.metric, opts.whitespace_fallback, opts.inference_dtype)
     return write_summary(out, [{"results": results}], QA_KEYS, QA_LABELS, f"{opts.model}, head {head}")
 
 
