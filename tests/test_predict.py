@@ -235,3 +235,22 @@ def test_heads_created_on_purpose_are_one_quiet_line_not_transformers_tables(tmp
     assert created == {"classifier.weight", "classifier.bias"}
     assert "MISSING" not in printed and "LOAD REPORT" not in printed and "newly initialized" not in printed
     assert "created 2 weights the checkpoint does not hold (classifier), as intended" in caplog.text
+
+
+def test_inference_dtype_turns_bf16_autocast_on_where_asked_and_refuses_others(tmp_path, capsys):
+    from clism.models.backbone import inference_dtype, inference_precision
+
+    cpu = torch.device("cpu")
+    with inference_precision(cpu):
+        assert not torch.is_autocast_enabled("cpu")  # auto: fp32 on a CPU, results as before
+    with inference_dtype("bf16"), inference_precision(cpu):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with inference_dtype("fp32"), inference_precision(cpu):
+        assert not torch.is_autocast_enabled("cpu")
+    model = qa_checkpoint(tmp_path)
+    args = ["predict", "qa", "--model", str(model), "--question", "Where?", "--context", "Paris is in France."]
+    assert main(args + ["--inference-dtype", "fp16"]) == 2
+    assert "--inference-dtype 'fp16': choose one of auto, fp32, bf16" in capsys.readouterr().err
+    assert main(args + ["--inference-dtype", "bf16"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert "Paris is in France."[answer["start"]:answer["end"]] == answer["answer"]
