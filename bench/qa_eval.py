@@ -2,7 +2,9 @@
 
 Same fine-tuned model (a linear-head clism checkpoint, which maps one to one onto
 ``AutoModelForQuestionAnswering``), same questions, same window settings, measured side
-by side in one run. Prints questions/s of each, the speed ratio and both F1 scores.
+by side in one run. Prints questions/s of each, the speed ratio and both F1 scores; clism
+is timed at each ``--dtypes`` precision (``--inference-dtype``: bf16 autocast needs a CPU
+with AVX512-BF16 or AMX to be fast).
 
     python bench/qa_eval.py --model runs/qa-k256-linear/seed-1/model --lang ar --questions 200
 
@@ -69,12 +71,14 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=0, help="clism's (0: its default for the device)")
     parser.add_argument("--pipeline-batch-sizes", default="1,8,32", help="the pipeline's best of these is used")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="clism's inference precisions to time")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
 
     from transformers import pipeline
 
     from clism.evaluation.qa_metrics import QAMetric, score_predictions
+    from clism.models.backbone import inference_dtype
     from clism.tasks.qa.postprocess import predict
     from clism.tasks.qa.run import evaluation_sets
 
@@ -90,9 +94,13 @@ def main() -> None:
     predict(model, tokenizer, examples[:4], batch_size=args.batch_size)
     qa(question=examples[0].question, context=examples[0].context)
 
-    started = time.perf_counter()
-    ours, _ = predict(model, tokenizer, examples, batch_size=args.batch_size)
-    ours_s = time.perf_counter() - started
+    ours_by_dtype = {}
+    for dtype in args.dtypes.split(","):
+        with inference_dtype(dtype):
+            predict(model, tokenizer, examples[:4], batch_size=args.batch_size)  # its own warm-up
+            started = time.perf_counter()
+            answers, _ = predict(model, tokenizer, examples, batch_size=args.batch_size)
+            ours_by_dtype[dtype] = (answers, time.perf_counter() - started)
 
     theirs_s, theirs, best_bs = float("inf"), {}, 0
     for bs in map(int, args.pipeline_batch_sizes.split(",")):
@@ -105,18 +113,20 @@ def main() -> None:
             theirs_s, best_bs = seconds, bs
             theirs = {e.id: o["answer"] for e, o in zip(examples, outputs if isinstance(outputs, list) else [outputs])}
 
-    ours_f1 = score_predictions(metric, eval_set.gold, ours)["f1"]
     theirs_f1 = score_predictions(metric, eval_set.gold, theirs)["f1"]
-    agree = sum(ours[k].strip() == theirs[k].strip() for k in ours) / len(ours)
     n = len(examples)
     import transformers
 
     print(f"{args.dataset}.{args.lang}, {n} questions, model {args.model}, {torch.get_num_threads()} threads, "
           f"transformers {transformers.__version__}")
-    print(f"clism predict:         {n / ours_s:7.2f} questions/s  ({ours_s:.1f} s)  F1 {ours_f1:.2f}")
     print(f"transformers pipeline: {n / theirs_s:7.2f} questions/s  ({theirs_s:.1f} s)  F1 {theirs_f1:.2f}"
           f"  (its best batch size, {best_bs})")
-    print(f"speed ratio (clism / pipeline): {theirs_s / ours_s:.2f}x; identical answers: {agree:.1%}")
+    for dtype, (ours, ours_s) in ours_by_dtype.items():
+        ours_f1 = score_predictions(metric, eval_set.gold, ours)["f1"]
+        agree = sum(ours[k].strip() == theirs[k].strip() for k in ours) / len(ours)
+        print(f"clism predict, {dtype}:   {n / ours_s:7.2f} questions/s  ({ours_s:.1f} s)  F1 {ours_f1:.2f}  "
+              f"speed ratio (clism / pipeline) {theirs_s / ours_s:.2f}x; answers identical to the pipeline's "
+              f"{agree:.1%}")
 
 
 if __name__ == "__main__":
