@@ -185,18 +185,38 @@ def test_distractors_make_a_passage_whose_answers_keep_their_text():
     inst = Instance("de-0000007", "de", "t:1", "[QUE] lives in [QUE].", "Tom lives in Berlin.", target, (
         ProjectedAnswer("Tom", 0, 3, "PERSON", 1.0, "Tom", 0, 3),
         ProjectedAnswer("Berlin", 13, 19, "GPE", 1.0, "Berlin", 13, 19)))
-    pool = [target, "Es regnet.", "Ich habe Hunger.", "Das Wetter ist heute sehr schön.", "Wo ist der Bahnhof?"]
+    pool = [(x, f"t:{i}") for i, x in enumerate([target, "Es regnet.", "Ich habe Hunger.",
+                                                  "Das Wetter ist heute sehr schön.", "Wo ist der Bahnhof?"])]
     stats = Counter()
-    passage = into_passage(inst, pool, 3, 80, stats)
+    passage = into_passage(inst, pool, 0, 3, 80, stats)
     assert passage.target.count(target) == 1 and len(passage.target) <= 80 and passage.target != target
     assert [passage.target[a.start: a.end] for a in passage.answers] == ["Tom", "Berlin"]
-    assert into_passage(inst, pool, 3, 80, Counter()) == passage  # seeded by the instance id
+    assert into_passage(inst, pool, 0, 3, 80, Counter()) == passage  # seeded by the instance id
     assert sum(stats.values()) == 1
-    assert into_passage(inst, pool, 3, len(target), Counter()).target == target  # no room: the sentence alone
+    assert into_passage(inst, pool, 0, 3, len(target), Counter()).target == target  # no room: the sentence alone
     zh = Instance("zh-0000001", "zh", "t:1", "[QUE]很好。", "Tom is fine.", "汤姆很好。",
                   (ProjectedAnswer("汤姆", 0, 2, "PERSON", 1.0, "Tom", 0, 3),))
-    joined = into_passage(zh, ["下雨了。", "我饿了。"], 2, 50, Counter())
+    joined = into_passage(zh, [("下雨了。", "t:1"), ("我饿了。", "t:2")], 0, 2, 50, Counter())
     assert " " not in joined.target and joined.target[joined.answers[0].start:joined.answers[0].end] == "汤姆"
+
+
+def test_neighbour_passages_are_the_sentences_around_it_in_its_own_corpus():
+    """--passage neighbours: a passage of the document the sentence came from (FLORES keeps
+    document order), in order, nearest first, never across corpus files."""
+    from clism.clism_data.instance import Instance, ProjectedAnswer
+    from clism.clism_data.instances import into_passage
+
+    doc = ["Der Fluss ist lang.", "Er fließt durch Wien.", "Viele Schiffe fahren dort.", "Das Ende."]
+    pool = [("Anderes Korpus.", "tatoeba:9")] + [(x, f"flores200:{i}") for i, x in enumerate(doc, 1)]
+    inst = Instance("de-0000002", "de", "flores200:2", "It flows through [QUE].", "It flows through Vienna.",
+                    doc[1], (ProjectedAnswer("Wien", 16, 20, "GPE", 1.0, "Vienna", 17, 23),))
+    two = into_passage(inst, pool, 2, 2, 500, Counter(), "neighbours")
+    assert two.target == " ".join(doc[:3])  # one after, one before, in document order
+    assert two.target[two.answers[0].start:two.answers[0].end] == "Wien"
+    first = Instance("de-0000001", "de", "flores200:1", "", "", doc[0], ())
+    assert into_passage(first, pool, 1, 2, 500, Counter(), "neighbours").target == " ".join(doc[:3])  # not tatoeba's
+    room_for_one = len(doc[1]) + 1 + len(doc[2])  # the sentence after comes first, when it fits
+    assert into_passage(inst, pool, 2, 3, room_for_one, Counter(), "neighbours").target == " ".join(doc[1:3])
 
 
 def test_an_entity_type_the_recogniser_never_predicts_is_refused(tmp_path):

@@ -72,6 +72,9 @@ class BuildDataOptions:
                                  "the answer is looked for in a passage rather than a lone sentence")
     max_passage_chars: int = option(500, "with --distractors: sentences are added only while the passage stays "
                                          "within this many characters", minimum=1)
+    passage: str = option("random", "with --distractors, which sentences: random (drawn from the language's "
+                                     "targets) or neighbours (the sentences around it in its own corpus file, in "
+                                     "order: a passage of a document, for corpora kept in document order as FLORES)")
     trim_spans: bool = option(True, "trim a leading article and end punctuation from spaCy's English entities "
                                     "(\"the European Parliament\" -> \"European Parliament\") and end punctuation "
                                     "from projected answers; false: as builds made before these options")
@@ -354,22 +357,50 @@ def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: 
         for s, p in answers))
 
 
-def into_passage(inst: Instance, pool: list[str], distractors: int, max_chars: int, stats: Counter) -> Instance:
-    """The target sentence placed among up to ``distractors`` other sentences of ``pool``
-    (drawn by a generator seeded from the instance id, the sentence itself never), in a random
-    order, joined by a space (nothing for scripts written without spaces), while the passage
-    stays within ``max_chars``; the answers' offsets move with their sentence."""
+PASSAGES = ("random", "neighbours")
+
+
+def _corpus(source: str) -> str:
+    return source.rpartition(":")[0]  # "flores200:43" -> "flores200"
+
+
+def neighbours(pool: list[tuple[str, str]], index: int, n: int, max_chars: int) -> tuple[list[str], list[str]]:
+    """Up to ``n`` sentences around ``pool[index]`` from the same corpus file, nearest first,
+    alternating after and before, while the passage stays within ``max_chars``: (before, after)."""
+    target, source = pool[index]
+    before, after, length = [], [], len(target)
+    for step in range(1, n + 1):
+        for j, side in ((index + step, after), (index - step, before)):
+            if len(before) + len(after) < n and 0 <= j < len(pool) and _corpus(pool[j][1]) == _corpus(source) \
+                    and length + 1 + len(pool[j][0]) <= max_chars:
+                side.append(pool[j][0])
+                length += 1 + len(pool[j][0])
+    return before[::-1], after
+
+
+def into_passage(inst: Instance, pool: list[tuple[str, str]], index: int, distractors: int, max_chars: int,
+                 stats: Counter, kind: str = "random") -> Instance:
+    """The target sentence placed among up to ``distractors`` other sentences, joined by a
+    space (nothing for scripts written without spaces), while the passage stays within
+    ``max_chars``; the answers' offsets move with their sentence. ``random``: drawn from
+    ``pool`` (target, source) by a generator seeded from the instance id, the sentence itself
+    never, in a random order; ``neighbours``: the sentences around ``pool[index]``, its own, in
+    corpus order."""
     import random
 
-    rng = random.Random(inst.id)
     sep = "" if is_char_tokenized(inst.target) else " "
-    chosen, length = [], len(inst.target)
-    for _ in range(distractors):
-        other = pool[rng.randrange(len(pool))]
-        if other != inst.target and length + len(sep) + len(other) <= max_chars:
-            chosen.append(other)
-            length += len(sep) + len(other)
-    at = rng.randint(0, len(chosen))
+    if kind == "neighbours":
+        chosen_before, chosen_after = neighbours(pool, index, distractors, max_chars)
+        chosen, at = chosen_before + chosen_after, len(chosen_before)
+    else:
+        rng = random.Random(inst.id)
+        chosen, length = [], len(inst.target)
+        for _ in range(distractors):
+            other = pool[rng.randrange(len(pool))][0]
+            if other != inst.target and length + len(sep) + len(other) <= max_chars:
+                chosen.append(other)
+                length += len(sep) + len(other)
+        at = rng.randint(0, len(chosen))
     before, after = sep.join(chosen[:at]), sep.join(chosen[at:])
     prefix = before + sep if before else ""
     passage = prefix + inst.target + (sep + after if after else "")
@@ -406,7 +437,8 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
     n_shards = max(1, -(-total // opts.shard_size))
     all_stats = []
     caps = AnswerCaps(opts.max_answer_repeats, opts.max_copied_share)  # carried across shards: caps are per language
-    pool = [tgt for _, tgt, _ in iter_pairs(work)] if opts.distractors else []  # the passages' other sentences
+    # the passages' other sentences, in corpus order: (target, source), at the pair's index
+    pool = [(tgt, source) for _, tgt, source in iter_pairs(work)] if opts.distractors else []
     with open(work / "spans.jsonl", encoding="utf-8") as spans_fh, \
             tqdm(total=total, desc=f"{lang} project+write", unit="pair") as bar:
         rows = zip(iter_pairs(work), spans_fh, read_links(fwd), read_links(rev))
@@ -439,7 +471,8 @@ def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: B
                                          settings, stats, caps, opts.verbatim_names, opts.min_target_tokens)
                 if instance is not None:
                     if opts.distractors:
-                        instance = into_passage(instance, pool, opts.distractors, opts.max_passage_chars, stats)
+                        instance = into_passage(instance, pool, k * opts.shard_size + offset, opts.distractors,
+                                                opts.max_passage_chars, stats, opts.passage)
                     count_shape(instance, stats)
                     lines.append(_dumps(instance.to_json()) + "\n")
                 bar.update(1)
@@ -472,6 +505,8 @@ def _refuse_other_settings(out: Path, config: dict) -> None:
 
 
 def build(opts: BuildDataOptions) -> dict:
+    if opts.passage not in PASSAGES:
+        raise InputError(f"--passage {opts.passage!r}: choose one of {', '.join(PASSAGES)}")
     if not 0 <= opts.max_copied_share <= 1:
         raise InputError(f"--max-copied-share {opts.max_copied_share}: a share, between 0 and 1 (1: no cap)")
     if Path(opts.out).exists() and not Path(opts.out).is_dir():
@@ -494,6 +529,9 @@ def build(opts: BuildDataOptions) -> dict:
             manifest["config"].pop(new_option)
             if new_option == "distractors":
                 manifest["config"].pop("max_passage_chars")
+                manifest["config"].pop("passage")
+    if manifest["config"].get("passage") == "random":  # the only kind before the option: as before
+        manifest["config"].pop("passage")
     _refuse_other_settings(out, manifest["config"])
     content_keys = ("max_chars", "spacy_model", "entity_types", "max_span_words")
     # a cap joins the fingerprint only when set, so uncapped builds keep resuming their work
