@@ -95,3 +95,21 @@ def test_an_out_that_is_a_file_is_refused_and_left_alone(command, tmp_path, caps
     assert main([*command, "--out", str(taken)]) == 2
     assert f"--out {taken} is a file, not a folder" in capsys.readouterr().err
     assert taken.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("command", [["finetune", "qa"], ["finetune", "ner"], ["pretrain"], ["evaluate", "qa"],
+                                     ["predict", "qa", "--question", "Q?", "--context", "C."]])
+def test_a_model_that_is_no_folder_nor_hub_id_is_named_before_any_work(command, tmp_path, capsys):
+    """It was a transformers repo-id traceback, or came after minutes of data loading."""
+    assert main([*command, "--model", str(tmp_path / "typo" / "model"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no such" in err and "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_hub_id_that_cannot_be_fetched_is_one_line(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never the network: fails at once
+    assert main(["predict", "ner", "--model", "someone/no-such-model", "--text", "Hi."]) == 2
+    err = capsys.readouterr().err
+    assert "--model someone/no-such-model: not a local folder, and the Hugging Face Hub did not give it" in err

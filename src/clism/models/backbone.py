@@ -38,7 +38,15 @@ def load_backbone(name_or_path: str, kind: str = "encoder", dropout: float | Non
     if kind not in classes:
         raise ValueError(f"unknown model kind {kind!r}; choose one of {KINDS}")
     path = resolve_model(name_or_path)
-    config = AutoConfig.from_pretrained(path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as exc:  # a Hub id that cannot be fetched: offline, mistyped, or private
+        from clism.errors import NotFoundError
+
+        reason = str(exc).strip().splitlines()[0][:200]
+        raise NotFoundError(f"--model {name_or_path}: not a local folder, and the Hugging Face Hub did not give it "
+                            f"({reason}); give a local model folder, or check the id, the network and "
+                            "HF_HUB_OFFLINE") from None
     kwargs = {**dropout_overrides(config, dropout), **kwargs}
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -98,7 +99,10 @@ def resolve_model(name_or_path: str) -> str:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} exists but holds no config.json; is it a model directory?")
         return str(path)
-    return name_or_path  # a Hugging Face hub id; from_pretrained reports offline failures
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name_or_path) or name_or_path.startswith("."):
+        raise ModelNotFoundError(f"--model {name_or_path}: no such model folder (and not a Hugging Face Hub id, "
+                                 f"user/name); give a folder a run saved, a Hub id, or {DEFAULT_MODEL}")
+    return name_or_path  # a Hugging Face hub id: from_pretrained fetches it (see load_backbone for failures)
 
 
 def load_tokenizer(name_or_path: str):

@@ -21,7 +21,7 @@ def claim_run_folder(opts) -> Path:
     one with the same settings is continued: finished seeds are kept, a seed cut short
     resumes from its checkpoint."""
     out = Path(opts.out)
-    check_push(opts)
+    check_before_work(opts)
     if not is_main_process():  # the main process checks and prepares the folder
         wait_for_everyone()
         return out
@@ -32,8 +32,12 @@ def claim_run_folder(opts) -> Path:
     return out
 
 
-def check_push(opts) -> None:
-    """``--push-to-hub`` is refused before any work when it could not push one model."""
+def check_before_work(opts) -> None:
+    """What would fail a run late is refused before any data is read: a ``--model`` that is
+    neither a folder nor a Hub id, and a ``--push-to-hub`` that could not push one model."""
+    from clism.models.registry import resolve_model
+
+    resolve_model(opts.model)
     if opts.push_to_hub is None:
         return
     from clism.config import ConfigError
@@ -46,7 +50,7 @@ def check_push(opts) -> None:
 
 
 def push_model(opts, out: Path) -> None:
-    """The finished run's model to ``--push-to-hub`` (one seed, checked by ``check_push``)."""
+    """The finished run's model to ``--push-to-hub`` (one seed, checked by ``check_before_work``)."""
     if opts.push_to_hub is None or not is_main_process():
         return
     from clism.models.hub import push_folder
