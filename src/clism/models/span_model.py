@@ -181,15 +181,16 @@ def ensure_que_token(tokenizer, encoder) -> int:
 
 def saved_head(name_or_path: str, default: str | None = None) -> str:
     """The head type a clism checkpoint was saved with; ``default`` (or an error) otherwise."""
-    from clism.models.registry import resolve_model
+    from clism.models.registry import DEFAULT_MODEL, resolve_model
 
+    # a hub id cannot hold a clism head, and a mistyped path is the likelier case
+    if name_or_path != DEFAULT_MODEL and not Path(name_or_path).expanduser().is_dir():
+        raise NotFoundError(f"{name_or_path}: no such checkpoint folder; give the model/ folder of a fine-tuning "
+                            "seed, e.g. runs/qa/seed-1/model")
     folder = Path(resolve_model(name_or_path))
     meta = folder / META_FILE
     if meta.is_file():
         return json.loads(meta.read_text())["head"]
-    if not folder.is_dir():  # a hub id cannot hold a clism head, and a mistyped path is the likelier case
-        raise NotFoundError(f"{name_or_path}: no such checkpoint folder; give the model/ folder of a fine-tuning "
-                            "seed, e.g. runs/qa/seed-1/model")
     if default is None:
         raise InputError(f"{name_or_path} holds no span head ({META_FILE} is missing): give a checkpoint that "
                          "`clism finetune qa` (or `clism pretrain`) saved, e.g. runs/qa/seed-1/model")
