@@ -161,6 +161,9 @@ def test_replicated_arms_get_paired_differences_with_intervals_over_pretraining_
     assert "| CLISM+CACR+MLM | k256 | MLM only (control) | 3 × 2–2 | +4.00, +6.00, +5.00 | +5.00 [+2.52, +7.48] |" \
         in report
     assert "CLISM+CACR+MLM (pre-training run 2)" in report  # the few-shot table names each run
+    # an arm pre-trained once: paired by seed against base, the interval over seeds (mlm-only - base: -2, -2)
+    assert "| MLM only (control) | k256 | 1,2 | -2.00, -2.00 | -2.00 [-2.00, -2.00] |" in report
+    assert "english-dev" not in report  # no english-dev in these cells: no tables for it
 
 
 def test_replicate_and_variant_arms_are_pre_trained_with_their_own_seed_data_and_settings(tmp_path):

@@ -242,6 +242,27 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
+def single_run_table(results: Path, cells: list[CellResult], dataset: str = "xquad") -> str:
+    """Each arm pre-trained once against base, paired by few-shot sample and fine-tuning seed.
+    The interval is over fine-tuning seeds: it leaves out the spread between pre-training runs."""
+    from clism.experiments.grid import split_replicate
+
+    head = ["arm", "setting", "seeds", "per seed: paired difference", "mean [95% interval over seeds]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cell in sorted((c for c in cells if c.task == "qa"), key=lambda c: (arm_order(c.arm), len(c.setting),
+                                                                            c.setting)):
+        if cell.arm == "base" or split_replicate(cell.arm)[1]:
+            continue
+        mine = seed_averages(results, cell.arm, cell.setting, dataset)
+        base = seed_averages(results, "base", cell.setting, dataset)
+        seeds = sorted(set(mine) & set(base))
+        if seeds:
+            diffs = [mine[s] - base[s] for s in seeds]
+            lines.append(f"| {arm_label(cell.arm)} | {cell.setting} | {','.join(map(str, seeds))} | "
+                         + ", ".join(f"{d:+.2f}" for d in diffs) + f" | {_interval(diffs)} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -361,13 +382,20 @@ def build_report(results: str | Path, title: str = "") -> Path:
                 label = "zero-shot" if setting == "zero-shot" else f"few-shot k={setting[1:]}"
                 out += [f"## XQuAD, {label}: {arm_label('full')} against {arm_label(other)}", "",
                         comparison_table(cells, setting, other, "full"), ""]
-    replicates = replicate_table(results, cells)
-    if replicates:
-        out += ["## Paired differences over pre-training runs (XQuAD F1 averaged over languages)", "",
-                "Each pre-trained arm was pre-trained several times (`<arm>-p<N>`: pre-training seed N and, "
-                "for N > 1, its own data build). Within a run, the difference is paired by few-shot sample "
-                "and fine-tuning seed and averaged over seeds; the 95% interval is Student's t over runs.", "",
-                replicates, ""]
+    for dataset, name in (("xquad", "XQuAD F1 averaged over languages"),
+                          ("english-dev", "english-dev F1: held-out English questions, where settings are chosen")):
+        replicates = replicate_table(results, cells, dataset)
+        if replicates:
+            out += [f"## Paired differences over pre-training runs ({name})", "",
+                    "Each pre-trained arm was pre-trained several times (`<arm>-p<N>`: pre-training seed N and, "
+                    "for N > 1, its own data build). Within a run, the difference is paired by few-shot sample "
+                    "and fine-tuning seed and averaged over seeds; the 95% interval is Student's t over runs.", "",
+                    replicates, ""]
+        single = single_run_table(results, cells, dataset)
+        if single:
+            out += [f"## Arms pre-trained once, against base ({name})", "",
+                    "Paired by few-shot sample and fine-tuning seed; the interval is over fine-tuning seeds, so "
+                    "it leaves out the spread between pre-training runs.", "", single, ""]
     if grid.get("compare_with"):
         reference = Path(grid["compare_with"])
         out += [f"## Against `{reference}` (the same seeds; XQuAD F1 averaged over languages)", "",
