@@ -228,24 +228,32 @@ def test_a_variant_builds_its_own_data_on_the_shared_alignment(tmp_path):
         load_grid(grid_file)
 
 
-def test_a_cell_never_mixes_seeds_from_two_pretrainings(tmp_path):
-    """An arm pre-trained again (a new machine) is another model: its seeds may not join a cell
-    whose finished seeds came from the first one."""
+def test_an_arm_never_mixes_seeds_from_two_pretrainings(tmp_path):
+    """An arm pre-trained again (a new machine) is another model: its seeds may not join the
+    arm's results whose finished seeds came from the first one. The record is made before the
+    first seed, so a session stopped mid-cell resumes on the same machine."""
     import pytest
 
     from clism.config import ConfigError
-    from clism.experiments.grid import Cell, GridConfig, check_one_model
+    from clism.experiments.grid import MODEL_FINGERPRINT, Cell, GridConfig, check_one_model
 
     grid = GridConfig(results=str(tmp_path / "results"))
-    cell = Cell("qa", "full", "k8", [1, 2])
+    cell, other_k = Cell("qa", "full", "k8", [1, 2]), Cell("qa", "full", "k16", [1])
     model = tmp_path / "pretrain" / "model"
     model.mkdir(parents=True)
     (model / "model.safetensors").write_bytes(b"first pre-training")
-    path, digest = check_one_model(grid, cell, str(model), done=[])  # seed 1 about to run
-    path.parent.mkdir(parents=True)
-    path.write_text(digest + "\n")  # what run_pending records once the cell has run
+    check_one_model(grid, cell, str(model), done=[])  # seed 1 about to run: recorded now
+    record = tmp_path / "results" / "qa" / "full" / MODEL_FINGERPRINT
+    assert record.is_file()
+    (tmp_path / "results/qa/full/k8/seed-1").mkdir(parents=True)
+    (tmp_path / "results/qa/full/k8/seed-1/metrics.json").write_text("{}")  # the session stops after seed 1
     check_one_model(grid, cell, str(model), done=[1])  # the same model: seed 2 may join
     (model / "model.safetensors").write_bytes(b"pre-trained again")
     with pytest.raises(ConfigError, match="would mix two models"):
         check_one_model(grid, cell, str(model), done=[1])
+    with pytest.raises(ConfigError, match="would mix two models"):  # nor may another cell of the arm
+        check_one_model(grid, other_k, str(model), done=[])
+    record.unlink()  # seeds without any record: refused too
+    with pytest.raises(ConfigError, match="no fingerprint recorded"):
+        check_one_model(grid, other_k, str(model), done=[])
     assert check_one_model(grid, Cell("qa", "base", "k8", [1, 2]), "multilingual-e5-small-q4", done=[1]) is None

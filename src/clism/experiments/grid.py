@@ -333,28 +333,34 @@ def check_same_budget(out: Path, opts, arm: str) -> None:
 MODEL_FINGERPRINT = "pretrained-model.sha256"
 
 
-def check_one_model(grid: GridConfig, cell: Cell, model: str, done: list[int]):
-    """A cell's seeds must all fine-tune one pre-trained model. An arm pre-trained again (a new
-    machine: no checkpoint, a fresh eflomal run) is another model; adding seeds from it to a
-    cell would mix the two without a word. Returns (file, fingerprint) to record once the cell
-    has run (the run folder must hold nothing else before), or None for a built-in encoder."""
+def check_one_model(grid: GridConfig, cell: Cell, model: str, done: list[int]) -> None:
+    """Every seed of every cell of an arm must fine-tune one pre-trained model. An arm
+    pre-trained again (a new machine: no checkpoint, a fresh eflomal run) is another model;
+    adding its seeds to the arm's results would mix the two without a word. The SHA-256 of the
+    weights is recorded beside the arm's cells (``<results>/<task>/<arm>/``) before its first
+    seed runs, so a session stopped mid-cell resumes; a cell-level record (grids run before
+    this rule) is read as the arm's."""
     weights = Path(model) / "model.safetensors"
     if not weights.is_file():  # the base encoder: the same on every machine
-        return None
+        return
     import hashlib
 
     digest = hashlib.sha256()
     with open(weights, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 24), b""):
             digest.update(block)
-    path = cell_dir(grid, cell) / MODEL_FINGERPRINT
-    recorded = path.read_text().strip() if path.is_file() else None
-    if done and recorded != digest.hexdigest():
-        raise ConfigError(f"{cell.name}: seeds {done} were fine-tuned from another pre-training of arm {cell.arm} "
-                          f"({'no fingerprint recorded' if recorded is None else 'weights differ'}); adding seeds "
-                          f"from {model} would mix two models. Move {cell_dir(grid, cell)} aside to run the cell "
-                          "again from this model")
-    return path, digest.hexdigest()
+    arm_dir = cell_dir(grid, cell).parent
+    records = [arm_dir / MODEL_FINGERPRINT] + sorted(arm_dir.glob(f"*/{MODEL_FINGERPRINT}"))
+    recorded = {p.read_text().strip() for p in records if p.is_file()}
+    finished = done or any(arm_dir.glob("*/seed-*/metrics.json"))
+    if (recorded and recorded != {digest.hexdigest()}) or (finished and not recorded):
+        raise ConfigError(f"{cell.name}: the seeds in {arm_dir} were fine-tuned from another pre-training of arm "
+                          f"{cell.arm} ({'weights differ' if recorded else 'no fingerprint recorded'}); adding "
+                          f"seeds from {model} would mix two models. Move {arm_dir} aside to run the arm again "
+                          "from this model")
+    if not (arm_dir / MODEL_FINGERPRINT).is_file():
+        arm_dir.mkdir(parents=True, exist_ok=True)
+        (arm_dir / MODEL_FINGERPRINT).write_text(digest.hexdigest() + "\n")
 
 
 def append_ledger(grid: GridConfig, record: dict) -> None:
@@ -416,11 +422,9 @@ def run_pending(grid: GridConfig, cells: list[Cell], data_dir: str | None) -> li
             continue
         log.info("cell %d/%d: %s (seeds %s; %d already finished)", i, len(cells), cell.name, cell.seeds, len(done))
         model = ensure_arm(grid, cell.arm, data_dir)
-        fingerprint = check_one_model(grid, cell, model, done)
+        check_one_model(grid, cell, model, done)
         started = time.time()
         run_cell(grid, cell, model, data_dir)
-        if fingerprint is not None:
-            fingerprint[0].write_text(fingerprint[1] + "\n")
         seconds = round(time.time() - started, 1)
         append_ledger(grid, {"cell": cell.name, "seeds_run": [s for s in cell.seeds if s not in done],
                              "seconds": seconds})
