@@ -286,3 +286,22 @@ def test_a_saved_checkpoint_carries_a_model_card(qa_inputs, tmp_path):
     card = (out / "seed-1" / "model" / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: question-answering")
     assert f"base_model: {base}" in card and "| lr |" in card and "QAPredictor.from_pretrained" in card
+
+
+def test_a_rerun_removes_what_a_killed_process_left_of_its_atomic_writes(tmp_path):
+    import subprocess
+    import sys
+
+    from clism.files import remove_stale_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / "seed-1").mkdir()
+    (tmp_path / "seed-1" / f".metrics.json.{dead}.tmp").write_text("{half")
+    (tmp_path / f".model.{dead}.tmp").mkdir()
+    (tmp_path / f".model.{dead}.tmp" / "config.json").write_text("{}")
+    mine = tmp_path / f".metrics.json.{os.getpid()}.tmp"  # a live process's write in progress: kept
+    mine.write_text("{}")
+    (tmp_path / ".notes.tmp").write_text("not ours: no pid")
+    assert remove_stale_temporaries(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["seed-1", mine.name, ".notes.tmp"])

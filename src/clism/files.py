@@ -41,3 +41,33 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     os.replace(tmp, path)
     if old.exists():
         shutil.rmtree(old)
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete what a killed process left of its atomic writes in ``folder`` (``.<name>.<pid>.tmp``
+    files and folders, ``.<name>.<pid>.old`` folders) when that process is gone; the count.
+    Commands call it where they take a folder over, so a rerun after a kill leaves no litter."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for path in [*folder.rglob(".*.tmp"), *folder.rglob(".*.old")]:
+        pid = path.name.rsplit(".", 2)[-2]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 from clism.clism_data.instance import Instance, ProjectedAnswer, iter_instances  # noqa: F401 (re-exported)
 from clism.constants import QUE_TOKEN
-from clism.files import write_atomic
+from clism.files import remove_stale_temporaries, write_atomic
 from clism.errors import InputError
 SPAN_REJECTIONS = ("stop_words_only", "too_many_words", "partial_word")
 
@@ -516,6 +516,7 @@ def build(opts: BuildDataOptions) -> dict:
     gold = {lang: gold_pairs(en_file, x_file) for lang, en_file, x_file in parse_gold(opts.projection_gold, opts.langs)}
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # what a killed build left of an atomic write
     timings: dict = {}
     manifest: dict = {"config": dataclasses.asdict(opts), "languages": {}, "alignment_cache_keys": {}}
     for where_not_what in ("report", "out"):  # not settings of the build's content

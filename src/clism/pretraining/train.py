@@ -17,7 +17,7 @@ import torch
 
 from clism.config import ConfigError, changed_settings, save_config
 from clism.environment import write_environment
-from clism.files import write_atomic
+from clism.files import remove_stale_temporaries, write_atomic
 from clism.pretraining.options import PretrainOptions
 from clism.training.processes import is_main_process, process_index
 from clism.pretraining.data import build_pretrain_features, collate_pretrain, load_instances, mask_tokens
@@ -127,6 +127,7 @@ def pretrain(opts: PretrainOptions) -> dict:
               tokens=lambda b: int(b["joint_mask"].sum() + (b["english_mask"].sum() if opts.cacr else 0)),
               flops=flops, identity=opts.learning_identity(), settings_class=PretrainOptions)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # what a killed run left of an atomic write (a half-saved model)
     result = train(job, opts, opts.seed, out=out, overwrite=opts.overwrite, require_checkpoint=opts.resume,
                    on_start=lambda: (save_config(opts, out / "config.yaml"), write_environment(out / "environment.json")))
     summary = {"steps": result.steps, "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from,

@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Callable, Sequence
 
-from clism.files import write_atomic
+from clism.files import remove_stale_temporaries, write_atomic
 from clism.training.processes import is_main_process, wait_for_everyone
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ def claim_output_folder(opts) -> Path:
     from clism.config import ConfigError, load_file
 
     out = _folder(opts)
+    remove_stale_temporaries(out)  # what a killed evaluation left of an atomic write
     saved = out / "config.yaml"
     if saved.is_file():
         saved_type = load_file(saved).get("_type")
@@ -102,6 +103,7 @@ def _claim(out: Path, opts) -> None:
         raise ConfigError(f"--out {out} is a folder that holds other files (no config.yaml of a run): choose another "
                           "--out, or pass --overwrite to write into it")
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # what a killed run left of an atomic write
     save_config(opts, saved_path)
     from clism.environment import write_environment
 
