@@ -162,15 +162,20 @@ def test_push_to_hub_after_pretraining_and_refused_up_front_for_several_seeds(tm
     assert "pushes one model" in capsys.readouterr().err and not (tmp_path / "qa").exists()
 
 
-def test_a_local_base_model_is_left_out_of_the_card_the_hub_sees(tmp_path, hub):
+def test_a_local_base_model_is_left_out_of_the_card_the_hub_sees(tmp_path, hub, monkeypatch):
     """A model fine-tuned from `runs/pretrain/model` names that folder as its base; the Hub
-    refuses a base_model that is not a model id, so the pushed card leaves it out."""
+    refuses a base_model that is not a model id, so the pushed card leaves it out. The card was
+    written with a relative path and is pushed by its absolute one: its usage lines still name
+    the repository."""
+    from pathlib import Path
+
     from clism.models.card import write_model_card
     from clism.models.hub import push_folder
 
-    folder = saved_model(tmp_path / "qa" / "seed-1" / "model")
-    write_model_card(folder, "qa-qass", {"model": str(tmp_path / "runs" / "pretrain" / "model")})
-    push_folder(folder, "me/qa")
+    monkeypatch.chdir(tmp_path)
+    folder = saved_model(Path("qa") / "seed-1" / "model")
+    write_model_card(folder, "qa-qass", {"model": "runs/pretrain/model"})
+    push_folder(folder.resolve(), "me/qa")
     card = hub.commits[0]["files"]["README.md"].decode()
     assert "base_model" not in card.split("\n---\n")[0] and hub.refused_cards == []
-    assert 'from_pretrained("me/qa"' in card
+    assert 'from_pretrained("me/qa"' in card and "qa/seed-1/model" not in card

@@ -50,7 +50,9 @@ def check_repo_id(repo_id: str) -> None:
 def card_for_hub(text: str, folder: Path, repo_id: str) -> str:
     """The saved model card with the repository in place of the local folder, and a
     ``base_model`` the Hub can link (or none)."""
-    text = text.replace(str(folder), repo_id)
+    # the usage lines name the folder as it was saved (relative, absolute, ...): name the repository
+    text = re.sub(r'from_pretrained\("[^"]*"', f'from_pretrained("{repo_id}"', text.replace(str(folder), repo_id))
+    text = re.sub(r"--model \S+", f"--model {repo_id}", text)
 
     def base(match: re.Match) -> str:
         name = match.group(1).strip()
