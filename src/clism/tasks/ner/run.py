@@ -177,16 +177,12 @@ def evaluate_sets(model, tokenizer, sets: list[NEREvalSet], out_dir: Path, max_l
                   dtype: str = "auto") -> dict:
     from clism.models.backbone import inference_dtype
 
-    with inference_dtype(dtype):
-        return _evaluate_sets(model, tokenizer, sets, out_dir, max_length, batch_size)
-
-
-def _evaluate_sets(model, tokenizer, sets: list[NEREvalSet], out_dir: Path, max_length: int, batch_size: int) -> dict:
     model_types = {label[2:] for label in model.config.id2label.values() if label != "O"}
     results: dict = {}
     for s in sets:
-        predicted, speed = predict_tags(model, tokenizer, s.sentences, max_length, batch_size,
-                                        desc=f"{s.dataset}.{s.lang}")
+        with inference_dtype(dtype):
+            predicted, speed = predict_tags(model, tokenizer, s.sentences, max_length, batch_size,
+                                            desc=f"{s.dataset}.{s.lang}")
         predicted, note = harmonise(predicted, model_types, set(entity_types(s.sentences)))
         write_conll(out_dir / "predictions" / f"{s.dataset}.{s.lang}.conll", s.sentences, predicted)
         scores = entity_scores([x.tags for x in s.sentences], predicted)

@@ -194,14 +194,6 @@ def evaluate_model(model, tokenizer, sets: list[EvalSet], out_dir: Path, head: s
                    doc_stride: int, batch_size: int, metric_name: str = "", whitespace_fallback: bool = False,
                    dtype: str = "auto") -> dict:
     from clism.models.backbone import inference_dtype
-
-    with inference_dtype(dtype):
-        return _evaluate_model(model, tokenizer, sets, out_dir, head, max_length, doc_stride, batch_size,
-                               metric_name, whitespace_fallback)
-
-
-def _evaluate_model(model, tokenizer, sets: list[EvalSet], out_dir: Path, head: str, max_length: int,
-                    doc_stride: int, batch_size: int, metric_name: str, whitespace_fallback: bool) -> dict:
     from clism.tasks.qa.postprocess import predict
     from clism.models.span_model import QUE_TOKEN
 
@@ -210,8 +202,9 @@ def _evaluate_model(model, tokenizer, sets: list[EvalSet], out_dir: Path, head: 
     (out_dir / "predictions").mkdir(parents=True, exist_ok=True)
     for s in sets:
         metric = metric_for(s.dataset, s.answer_lang, metric_name, whitespace_fallback)
-        predictions, stats = predict(model, tokenizer, s.examples, max_length, doc_stride, batch_size, que_id,
-                                     desc=f"{s.dataset}.{s.lang}")
+        with inference_dtype(dtype):
+            predictions, stats = predict(model, tokenizer, s.examples, max_length, doc_stride, batch_size, que_id,
+                                         desc=f"{s.dataset}.{s.lang}")
         path = out_dir / "predictions" / f"{s.dataset}.{s.lang}.json"
         write_atomic(path, json.dumps(predictions, ensure_ascii=False, indent=0) + "\n")
         scores = score_predictions(metric, s.gold, predictions)
