@@ -22,6 +22,7 @@ from clism.benchmarks.load import load_ner
 from clism.benchmarks.ner import NERSentence, entity_types, read_ner, to_iob2
 from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
+from clism.files import write_atomic
 from clism.models.backbone import INFERENCE_DTYPE_HELP, check_inference_dtype
 from clism.evaluation.ner_metrics import entity_scores
 from clism.tasks.runs import (claim_output_folder, claim_run_folder, push_model, record_training, run_seeds,
@@ -166,11 +167,9 @@ def ner_evaluation_sets(datasets: list[str], langs: list[str], split: str, data_
 
 
 def write_conll(path: Path, sentences: list[NERSentence], tags: list[list[str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for sentence, row in zip(sentences, tags):
-            fh.writelines(f"{w}\t{t}\n" for w, t in zip(sentence.words, row))
-            fh.write("\n")
+    """One word and its tag per line, a blank line after each sentence; whole or not at all."""
+    write_atomic(path, "".join("".join(f"{w}\t{t}\n" for w, t in zip(sentence.words, row)) + "\n"
+                               for sentence, row in zip(sentences, tags)))
 
 
 def evaluate_sets(model, tokenizer, sets: list[NEREvalSet], out_dir: Path, max_length: int, batch_size: int,
