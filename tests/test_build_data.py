@@ -240,3 +240,11 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="--out .*taken is a file, not a folder"):
         build(options(tmp_path, "taken"))
     assert (tmp_path / "taken").read_text() == "someone's notes"
+
+
+def test_options_built_in_python_are_checked_like_flags(tmp_path):
+    with pytest.raises(ValueError, match="--passage 'sideways': choose one of random, neighbours"):
+        build(options(tmp_path, "p", distractors=2, passage="sideways"))
+    with pytest.raises(ValueError, match="--max-copied-share must be 0 or more, got -0.1"):
+        build(options(tmp_path, "p", max_copied_share=-0.1))
+    assert not (tmp_path / "p").exists()

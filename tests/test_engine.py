@@ -237,6 +237,8 @@ def test_settings_built_in_python_are_checked_like_flags():
         train(qa_job(), TrainSettings(batch_size=2, max_steps=-3), seed=1)
     with pytest.raises(ConfigError, match="--lr must be a finite number, got nan"):  # nan < 0 is False: it slipped by
         train(qa_job(), TrainSettings(batch_size=2, max_steps=1, lr=float("nan")), seed=1)
+    with pytest.raises(ConfigError, match="--report-to 'tensorbord': choose one of none, tensorboard"):
+        train(qa_job(), TrainSettings(batch_size=2, max_steps=1, report_to="tensorbord"), seed=1)
 
 
 def test_losses_read_back_every_few_steps_are_the_losses_read_every_step(tmp_path, monkeypatch):

@@ -27,12 +27,13 @@ class ConfigError(ClismError, ValueError):
     """An option or config file that cannot be used."""
 
 
-def option(default, help: str, minimum: int | float = 0):
+def option(default, help: str, minimum: int | float = 0, choices: tuple[str, ...] = ()):
     """A dataclass field with its ``--help`` text; list defaults are copied per instance.
 
     Numbers (and numbers in lists) below ``minimum`` are refused where they enter: counts, sizes
-    and steps are never negative, and sizes that must be positive say ``minimum=1``."""
-    metadata = {"help": help, "minimum": minimum}
+    and steps are never negative, and sizes that must be positive say ``minimum=1``. A value
+    outside ``choices`` (when given) is refused the same way."""
+    metadata = {"help": help, "minimum": minimum, "choices": tuple(choices)}
     if isinstance(default, (list, tuple)):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -95,15 +96,19 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {unknown}; known: {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}: {k}") for k, v in data.items()}
-    return check_minimums(cls(**kwargs), where)
+    return check_options(cls(**kwargs), where)
 
 
-def check_minimums(obj: T, where: str = "options") -> T:
-    """Refuse numbers below their option's ``minimum``: for flags and files here, and for options
-    built in Python through the commands' own checks (the engine calls it too)."""
+def check_options(obj: T, where: str = "options") -> T:
+    """Refuse numbers below their option's ``minimum``, non-finite numbers and values outside its
+    ``choices``: for flags and files here, and for options built in Python through the commands'
+    own checks (the engine calls it too)."""
     for field in dataclasses.fields(obj):
         minimum = field.metadata.get("minimum")
         value = getattr(obj, field.name)
+        choices = field.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{where}: {_flag(field.name)} {value!r}: choose one of {', '.join(choices)}")
         numbers = value if isinstance(value, list) else [value]
         unusable = [v for v in numbers if isinstance(v, float) and not math.isfinite(v)]
         if unusable:

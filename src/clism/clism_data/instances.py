@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from clism.config import option
+from clism.config import check_options, option
 from clism.clism_data.alignment import is_char_tokenized, read_links, run_eflomal, symmetrize, token_strings, tokenize
 from clism.benchmarks.parallel import ParallelReport, iter_line_aligned, iter_tsv
 from clism.clism_data.projection import ProjectedSpan, ProjectionSettings, project, verbatim_occurrence
@@ -74,7 +74,8 @@ class BuildDataOptions:
                                          "within this many characters", minimum=1)
     passage: str = option("random", "with --distractors, which sentences: random (drawn from the language's "
                                      "targets) or neighbours (the sentences around it in its own corpus file, in "
-                                     "order: a passage of a document, for corpora kept in document order as FLORES)")
+                                     "order: a passage of a document, for corpora kept in document order as FLORES)",
+                          choices=("random", "neighbours"))
     trim_spans: bool = option(True, "trim a leading article and end punctuation from spaCy's English entities "
                                     "(\"the European Parliament\" -> \"European Parliament\") and end punctuation "
                                     "from projected answers; false: as builds made before these options")
@@ -357,9 +358,6 @@ def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: 
         for s, p in answers))
 
 
-PASSAGES = ("random", "neighbours")
-
-
 def _corpus(source: str) -> str:
     return source.rpartition(":")[0]  # "flores200:43" -> "flores200"
 
@@ -505,9 +503,8 @@ def _refuse_other_settings(out: Path, config: dict) -> None:
 
 
 def build(opts: BuildDataOptions) -> dict:
-    if opts.passage not in PASSAGES:
-        raise InputError(f"--passage {opts.passage!r}: choose one of {', '.join(PASSAGES)}")
-    if not 0 <= opts.max_copied_share <= 1:
+    check_options(opts)  # ranges and choices, for options built in Python as for flags
+    if opts.max_copied_share > 1:
         raise InputError(f"--max-copied-share {opts.max_copied_share}: a share, between 0 and 1 (1: no cap)")
     if Path(opts.out).exists() and not Path(opts.out).is_dir():
         raise InputError(f"--out {opts.out} is a file, not a folder: choose another --out")

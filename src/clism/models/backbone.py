@@ -98,23 +98,27 @@ def has_mlm_head(name_or_path: str) -> bool:
 
 
 INFERENCE_DTYPES = ("auto", "fp32", "bf16")
-INFERENCE_DTYPE_HELP = ("inference precision: auto (bf16 on a GPU that has it, fp32 on CPUs), fp32, or bf16 "
-                        "(bf16 autocast; on CPUs with AVX512-BF16 or AMX about 1.8x faster, README)")
 _inference_dtype: ContextVar[str] = ContextVar("clism_inference_dtype", default="auto")
 
 
-def check_inference_dtype(name: str) -> str:
-    from clism.errors import InputError
+def inference_dtype_option():
+    """The ``--inference-dtype`` option of every command that runs inference."""
+    from clism.config import option
 
-    if name not in INFERENCE_DTYPES:
-        raise InputError(f"--inference-dtype {name!r}: choose one of {', '.join(INFERENCE_DTYPES)}")
-    return name
+    return option("auto", "inference precision: auto (bf16 on a GPU that has it, fp32 on CPUs), fp32, or bf16 "
+                          "(bf16 autocast; on CPUs with AVX512-BF16 or AMX about 1.8x faster, README)",
+                  choices=INFERENCE_DTYPES)
 
 
 @contextmanager
 def inference_dtype(name: str) -> Iterator[None]:
-    """Inference inside runs at precision ``name`` (see ``inference_precision``)."""
-    token = _inference_dtype.set(check_inference_dtype(name))
+    """Inference inside runs at precision ``name`` (see ``inference_precision``); options are
+    checked where they enter, this is for the Python API (``QAPredictor(inference_dtype=...)``)."""
+    if name not in INFERENCE_DTYPES:
+        from clism.errors import InputError
+
+        raise InputError(f"--inference-dtype {name!r}: choose one of {', '.join(INFERENCE_DTYPES)}")
+    token = _inference_dtype.set(name)
     try:
         yield
     finally:

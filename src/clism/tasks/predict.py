@@ -25,7 +25,7 @@ from clism.config import option
 from clism.benchmarks.textio import DataFormatError
 from clism.errors import InputError
 from clism.files import write_atomic
-from clism.models.backbone import INFERENCE_DTYPE_HELP, check_inference_dtype
+from clism.models.backbone import inference_dtype_option
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class QAPredictOptions:
     doc_stride: int = option(128, "tokens shared by neighbouring windows", minimum=1)
     max_answer_tokens: int = option(30, "longest answer, in tokens")
     batch_size: int = option(0, "windows per inference batch (0: 8 on CPU, 64 on GPU)")
-    inference_dtype: str = option("auto", INFERENCE_DTYPE_HELP)
+    inference_dtype: str = inference_dtype_option()
 
 
 @dataclass
@@ -53,7 +53,7 @@ class NERPredictOptions:
     overwrite: bool = option(False, "replace an --out file that exists")
     max_length: int = option(128, "tokens per window", minimum=1)
     batch_size: int = option(64, "windows per inference batch", minimum=1)
-    inference_dtype: str = option("auto", INFERENCE_DTYPE_HELP)
+    inference_dtype: str = inference_dtype_option()
 
 
 def _check_fields(record: dict, where: str) -> None:
@@ -152,7 +152,6 @@ def predict_qa(opts: QAPredictOptions) -> int:
     if not opts.model:
         raise InputError("give --model, a fine-tuned QA checkpoint directory")
     check_out(opts)
-    check_inference_dtype(opts.inference_dtype)
     records = _qa_records(opts)
     predictor = QAPredictor.from_pretrained(opts.model, max_length=opts.max_length, doc_stride=opts.doc_stride,
                                             batch_size=opts.batch_size, max_answer_tokens=opts.max_answer_tokens,
@@ -180,7 +179,6 @@ def predict_ner(opts: NERPredictOptions) -> int:
     if not opts.model:
         raise InputError("give --model, a fine-tuned NER checkpoint directory")
     check_out(opts)
-    check_inference_dtype(opts.inference_dtype)
     records = _ner_records(opts)
     tagger = NERTagger.from_pretrained(opts.model, max_length=opts.max_length, batch_size=opts.batch_size,
                                        inference_dtype=opts.inference_dtype)

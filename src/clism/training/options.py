@@ -24,12 +24,6 @@ class FinetuneOptions(EvalSettings, TrainSettings, ModelSettings):
     save_model: bool = option(True, "keep the fine-tuned checkpoint of each seed")
     overwrite: bool = option(False, "replace a run folder that holds a run with other settings")
 
-    def check(self) -> None:
-        from clism.models.backbone import check_inference_dtype
-
-        super().check()
-        check_inference_dtype(self.inference_dtype)  # before training, not at the evaluation after it
-
     def train_settings(self) -> "FinetuneOptions":
         """The settings the engine trains with: few-shot runs default to 200 steps (the paper's)."""
         return dataclasses.replace(self, max_steps=self.max_steps or (200 if self.train_examples > 0 else 0))

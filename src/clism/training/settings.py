@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
-from clism.models.backbone import INFERENCE_DTYPE_HELP
+from clism.models.backbone import inference_dtype_option
 
 from clism.config import option
 
@@ -26,7 +26,7 @@ class EvalSettings:
     eval_datasets: list[str] = option([], "evaluate after training on these (empty: no evaluation)")
     eval_langs: list[str] = option([], "evaluation languages (default: every language present)")
     eval_batch_size: int = option(0, "windows per inference batch (0: a default for the device)")
-    inference_dtype: str = option("auto", INFERENCE_DTYPE_HELP)
+    inference_dtype: str = inference_dtype_option()
     max_eval_examples: int = option(0, "evaluate only the first N examples per language (0: all)")
 
 
@@ -50,7 +50,7 @@ class OptimSettings:
     weight_decay: float = option(0.01, "AdamW weight decay (not on biases and LayerNorms)")
     max_grad_norm: float = option(1.0, "gradient clipping (0: none)")
     freeze_word_embeddings: bool = option(False, "keep the word embeddings fixed")
-    mixed_precision: str = option("no", "no, bf16 or fp16 (GPU)")
+    mixed_precision: str = option("no", "no, bf16 or fp16 (GPU)", choices=PRECISIONS)
     torch_compile: bool = option(False, "compile the model with torch.compile (GPU; the first steps are slower)")
 
 
@@ -65,7 +65,8 @@ class ScheduleSettings:
     head_warmup_steps: int = option(0, "the first N steps train only the task head (encoder frozen), then all")
     checkpoint_every: int = option(500, "steps between checkpoints that a rerun resumes from (0: none)")
     log_every: int = option(10, "steps between lines of log.jsonl", minimum=1)
-    report_to: str = option("none", "also log to trackers through accelerate: tensorboard, wandb, mlflow, all, none")
+    report_to: str = option("none", "also log to trackers through accelerate: tensorboard, wandb, mlflow, all, none",
+                            choices=TRACKERS)
     push_to_hub: Optional[str] = option(None, "REPO_ID: when the run has finished, push its model folder to this "
                                               "Hugging Face Hub repository (created if needed; token from HF_TOKEN "
                                               "or `hf auth login`, endpoint from HF_ENDPOINT)")
@@ -76,13 +77,9 @@ class TrainSettings(ScheduleSettings, OptimSettings):
     """Everything the engine reads: optimisation and schedule."""
 
     def check(self) -> None:
-        from clism.config import ConfigError, check_minimums
+        from clism.config import check_options
 
-        check_minimums(self)  # the same ranges as for flags, for settings built in Python
-        if self.mixed_precision not in PRECISIONS:
-            raise ConfigError(f"--mixed-precision: {self.mixed_precision!r} is not one of {', '.join(PRECISIONS)}")
-        if self.report_to not in TRACKERS:
-            raise ConfigError(f"--report-to: {self.report_to!r} is not one of {', '.join(TRACKERS)}")
+        check_options(self)  # the same ranges and choices as for flags, for settings built in Python
 
 
 # Settings that say where a run lives, how often it reports or how it is evaluated: changing
@@ -94,4 +91,5 @@ NOT_LEARNING = ("out", "resume", "overwrite", "checkpoint_every", "log_every", "
 def default_of(cls: type, name: str, value):
     """A field of ``cls`` with another default and the same help text."""
     field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    return option(value, field.metadata.get("help", ""), field.metadata.get("minimum", 0))
+    return option(value, field.metadata.get("help", ""), field.metadata.get("minimum", 0),
+                  field.metadata.get("choices", ()))

@@ -23,7 +23,7 @@ from clism.benchmarks.ner import NERSentence, entity_types, read_ner, to_iob2
 from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.files import write_atomic
-from clism.models.backbone import INFERENCE_DTYPE_HELP, check_inference_dtype
+from clism.models.backbone import inference_dtype_option
 from clism.evaluation.ner_metrics import entity_scores
 from clism.tasks.runs import (claim_output_folder, claim_run_folder, push_model, record_training, run_seeds,
                               train_one_seed, write_summary)
@@ -45,7 +45,7 @@ class NEREvalOptions:
     split: str = option("test", "split to evaluate")
     max_length: int = option(128, "tokens per window", minimum=1)
     eval_batch_size: int = option(128, "windows per inference batch", minimum=1)
-    inference_dtype: str = option("auto", INFERENCE_DTYPE_HELP)
+    inference_dtype: str = inference_dtype_option()
     max_eval_examples: int = option(0, "evaluate only the first N sentences per language (0: all)")
     data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
     out: str = option("runs/ner-eval", "output directory")
@@ -249,7 +249,6 @@ def run_evaluate(opts: NEREvalOptions) -> dict:
         return score_file(opts.predictions, opts.data)
     if not opts.model:
         raise InputError("give --model (a fine-tuned NER checkpoint) or --predictions with --data")
-    check_inference_dtype(opts.inference_dtype)
     model, tokenizer = load_token_classifier(opts.model)
     out = claim_output_folder(opts)
     save_config(opts, out / "config.yaml")

@@ -27,7 +27,7 @@ from clism.benchmarks.qa import QAExample, read_squad_files
 from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.files import write_atomic
-from clism.models.backbone import INFERENCE_DTYPE_HELP, check_inference_dtype
+from clism.models.backbone import inference_dtype_option
 from clism.evaluation.qa_metrics import QAMetric, score_predictions
 from clism.tasks.runs import (claim_output_folder, claim_run_folder, push_model, record_training, run_seeds,
                               train_one_seed, write_summary)
@@ -56,7 +56,7 @@ class QAEvalOptions:
     max_length: int = option(384, "tokens per window", minimum=1)
     doc_stride: int = option(128, "tokens shared by neighbouring windows", minimum=1)
     eval_batch_size: int = option(0, "windows per inference batch (0: 8 on CPU, 64 on GPU)")
-    inference_dtype: str = option("auto", INFERENCE_DTYPE_HELP)
+    inference_dtype: str = inference_dtype_option()
     max_eval_examples: int = option(0, "evaluate only the first N questions per language (0: all)")
     data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
     out: str = option("runs/qa-eval", "output directory")
@@ -278,7 +278,6 @@ def run_evaluate(opts: QAEvalOptions) -> dict:
         return score_file(opts)
     if not opts.model:
         raise InputError("give --model (a fine-tuned checkpoint) or --predictions with --data")
-    check_inference_dtype(opts.inference_dtype)
     head = opts.head or saved_head(opts.model, default="linear")
     model, tokenizer = load_span_model(opts.model, head, trained_head=True)
     out = claim_output_folder(opts)
