@@ -31,7 +31,7 @@ from typing import Iterator, Optional
 from clism.config import check_options, option
 from clism.clism_data.alignment import is_char_tokenized, read_links, run_eflomal, symmetrize, token_strings, tokenize
 from clism.benchmarks.parallel import ParallelReport, iter_line_aligned, iter_tsv
-from clism.clism_data.projection import ProjectedSpan, ProjectionSettings, project, verbatim_occurrence
+from clism.clism_data.projection import ProjectedSpan, ProjectionSettings, occurrences, project, verbatim_occurrence
 from clism.clism_data.projection_gold import gold_pairs, gold_report, measure, parse_gold, write_gold_text
 from clism.benchmarks.registry import get_dataset, locate, sha256_of
 from clism.clism_data.spans import (DEFAULT_ENTITY_TYPES, DEFAULT_SPACY_MODEL, EnglishSpan, check_entity_types,
@@ -314,16 +314,17 @@ def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: 
     char_target = is_char_tokenized(tgt)
     answers, taken = [], []
     for span in sorted(spans, key=lambda s: s.start):
-        if caps.repeated(span.text(en)):
+        en_text = span.text(en)
+        if caps.repeated(en_text):
             stats["rejected_repeated_answer"] += 1
             continue
         result = project(span.start, span.end, src_tokens, tgt, tgt_tokens, links, char_target, settings, taken)
-        eligible = span.text(en) in tgt  # the precision proxy: the same string occurs in the target
+        eligible = en_text in tgt  # the precision proxy: the same string occurs in the target
         stats["proxy_eligible"] += eligible
         if eligible and not isinstance(result, str):  # the proxy measures the aligner, before any override
             stats["proxy_projected"] += 1
-            stats["proxy_exact"] += (result.start, result.end) in _occurrences(tgt, span.text(en))
-        verbatim = verbatim_occurrence(span.text(en), tgt, tgt_tokens, taken) if verbatim_names and eligible else None
+            stats["proxy_exact"] += (result.start, result.end) in occurrences(tgt, en_text)
+        verbatim = verbatim_occurrence(en_text, tgt, tgt_tokens, taken) if verbatim_names and eligible else None
         if verbatim is not None:
             stats["verbatim_names"] += 1
             stats["verbatim_names_overriding"] += isinstance(result, str) or (result.start, result.end) != verbatim
@@ -334,13 +335,13 @@ def make_instance(index: int, lang: str, en: str, tgt: str, source: str, spans: 
         if not tgt[result.start: result.end].strip():
             stats["rejected_blank"] += 1
             continue
-        copied = tgt[result.start: result.end] == span.text(en)
+        copied = tgt[result.start: result.end] == en_text
         if caps.too_many_copies(copied):
             stats["rejected_copied_answer"] += 1
             continue
         taken.append((result.start, result.end))
         answers.append((span, result))
-        caps.take(span.text(en), copied)
+        caps.take(en_text, copied)
     if not answers:
         return None
     answers.sort(key=lambda a: a[0].start)
@@ -362,17 +363,19 @@ def _corpus(source: str) -> str:
     return source.rpartition(":")[0]  # "flores200:43" -> "flores200"
 
 
-def neighbours(pool: list[tuple[str, str]], index: int, n: int, max_chars: int) -> tuple[list[str], list[str]]:
+def neighbours(pool: list[tuple[str, str]], index: int, n: int, max_chars: int,
+               sep: str = " ") -> tuple[list[str], list[str]]:
     """Up to ``n`` sentences around ``pool[index]`` from the same corpus file, nearest first,
-    alternating after and before, while the passage stays within ``max_chars``: (before, after)."""
+    alternating after and before, while the passage joined by ``sep`` stays within
+    ``max_chars``: (before, after)."""
     target, source = pool[index]
     before, after, length = [], [], len(target)
     for step in range(1, n + 1):
         for j, side in ((index + step, after), (index - step, before)):
             if len(before) + len(after) < n and 0 <= j < len(pool) and _corpus(pool[j][1]) == _corpus(source) \
-                    and length + 1 + len(pool[j][0]) <= max_chars:
+                    and length + len(sep) + len(pool[j][0]) <= max_chars:
                 side.append(pool[j][0])
-                length += 1 + len(pool[j][0])
+                length += len(sep) + len(pool[j][0])
     return before[::-1], after
 
 
@@ -388,7 +391,7 @@ def into_passage(inst: Instance, pool: list[tuple[str, str]], index: int, distra
 
     sep = "" if is_char_tokenized(inst.target) else " "
     if kind == "neighbours":
-        chosen_before, chosen_after = neighbours(pool, index, distractors, max_chars)
+        chosen_before, chosen_after = neighbours(pool, index, distractors, max_chars, sep)
         chosen, at = chosen_before + chosen_after, len(chosen_before)
     else:
         rng = random.Random(inst.id)
@@ -416,14 +419,6 @@ def count_shape(inst: Instance, stats: Counter) -> None:
     for a in inst.answers:
         stats[f"answer_in_quarter_{min(4, 1 + 4 * a.start // max(len(inst.target), 1))}"] += 1
         stats["answers_copied"] += a.text == a.en_text
-
-
-def _occurrences(text: str, needle: str) -> set[tuple[int, int]]:
-    found, start = set(), text.find(needle)
-    while start >= 0:
-        found.add((start, start + len(needle)))
-        start = text.find(needle, start + 1)
-    return found
 
 
 def stage_shards(lang: str, work: Path, out: Path, fwd: Path, rev: Path, opts: BuildDataOptions, total: int) -> list:
@@ -520,16 +515,14 @@ def build(opts: BuildDataOptions) -> dict:
         manifest["config"].pop(where_not_what)
     # Options added after the first builds are left out of the manifest while they hold the
     # behaviour from before them, so earlier builds' manifests stay byte-identical.
-    as_before = {"alignment_run": 0, "projection_gold": [], "distractors": 0, "trim_spans": False,
-                 "verbatim_names": False, "max_copied_share": 1.0, "min_target_tokens": 0}
+    as_before = {"alignment_run": 0, "projection_gold": [], "distractors": 0, "passage": "random",
+                 "trim_spans": False, "verbatim_names": False, "max_copied_share": 1.0, "min_target_tokens": 0}
     for new_option, old_value in as_before.items():
         if manifest["config"][new_option] == old_value:
             manifest["config"].pop(new_option)
-            if new_option == "distractors":
-                manifest["config"].pop("max_passage_chars")
-                manifest["config"].pop("passage")
-    if manifest["config"].get("passage") == "random":  # the only kind before the option: as before
-        manifest["config"].pop("passage")
+    if not opts.distractors:  # passage settings mean nothing without passages
+        manifest["config"].pop("max_passage_chars")
+        manifest["config"].pop("passage", None)
     _refuse_other_settings(out, manifest["config"])
     content_keys = ("max_chars", "spacy_model", "entity_types", "max_span_words")
     # a cap joins the fingerprint only when set, so uncapped builds keep resuming their work

@@ -38,18 +38,22 @@ def _is_punctuation(token: str) -> bool:
     return all(unicodedata.category(c).startswith("P") for c in token)
 
 
+def occurrences(text: str, needle: str) -> list[tuple[int, int]]:
+    """Every (start, end) where ``needle`` occurs in ``text``, overlapping ones too."""
+    found, start = [], text.find(needle)
+    while start >= 0:
+        found.append((start, start + len(needle)))
+        start = text.find(needle, start + 1)
+    return found
+
+
 def verbatim_occurrence(text: str, tgt_text: str, tgt_tokens: list[tuple[int, int]],
                         taken: list[tuple[int, int]]) -> tuple[int, int] | None:
     """The one place where ``text`` occurs in the target as whole tokens, free of answers
     already taken; None when it occurs there zero or several times."""
-    starts = {a for a, _ in tgt_tokens}
-    ends = {b for _, b in tgt_tokens}
-    found, at = [], tgt_text.find(text)
-    while at >= 0:
-        end = at + len(text)
-        if at in starts and end in ends and not any(at < b and end > a for a, b in taken):
-            found.append((at, end))
-        at = tgt_text.find(text, at + 1)
+    starts, ends = {a for a, _ in tgt_tokens}, {b for _, b in tgt_tokens}
+    found = [(a, b) for a, b in occurrences(tgt_text, text)
+             if a in starts and b in ends and not any(a < y and b > x for x, y in taken)]
     return found[0] if len(found) == 1 else None
 
 

@@ -9,6 +9,7 @@ counted by reason.
 """
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -32,6 +33,7 @@ class EnglishSpan:
         return sentence[self.start: self.end]
 
 
+@functools.lru_cache(maxsize=4)  # once per process: a build checks the labels, then tags every language
 def load_spacy(model: str = DEFAULT_SPACY_MODEL):
     try:
         import spacy
