@@ -43,7 +43,9 @@ def _transport_errors() -> tuple[type[Exception], ...]:
 
 
 def check_repo_id(repo_id: str) -> None:
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+|[\w.-]+", repo_id):
+    from clism.models.registry import HUB_ID
+
+    if not HUB_ID.fullmatch(repo_id):
         raise InputError(f"--push-to-hub {repo_id!r}: write a repository id, `user/name` or `name`")
 
 
@@ -54,10 +56,12 @@ def card_for_hub(text: str, folder: Path, repo_id: str) -> str:
     text = re.sub(r'from_pretrained\("[^"]*"', f'from_pretrained("{repo_id}"', text.replace(str(folder), repo_id))
     text = re.sub(r"--model \S+", f"--model {repo_id}", text)
 
+    from clism.models.registry import HUB_ID
+
     def base(match: re.Match) -> str:
         name = match.group(1).strip()
         hub_id = HUB_ID_OF_BUILTIN.get(name, name)
-        looks_like_hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", hub_id) and not Path(hub_id).exists()
+        looks_like_hub_id = "/" in hub_id and HUB_ID.fullmatch(hub_id) and not Path(hub_id).exists()
         return f"base_model: {hub_id}\n" if looks_like_hub_id else ""
 
     head, sep, body = text.partition("\n---\n")  # the YAML front matter only

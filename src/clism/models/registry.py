@@ -90,6 +90,9 @@ def builtin_e5_dir(force: bool = False) -> Path:
     return convert_e5_to_hf(read_e5_file(source), out_dir, source_note=note)
 
 
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # `name` or `user/name`
+
+
 def resolve_model(name_or_path: str) -> str:
     """A local directory or hub id usable by ``from_pretrained``."""
     if name_or_path == DEFAULT_MODEL:
@@ -99,7 +102,7 @@ def resolve_model(name_or_path: str) -> str:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} exists but holds no config.json; is it a model directory?")
         return str(path)
-    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name_or_path) or name_or_path.startswith("."):
+    if not HUB_ID.fullmatch(name_or_path) or name_or_path.startswith("."):
         raise ModelNotFoundError(f"--model {name_or_path}: no such model folder (and not a Hugging Face Hub id, "
                                  f"user/name); give a folder a run saved, a Hub id, or {DEFAULT_MODEL}")
     return name_or_path  # a Hugging Face hub id: from_pretrained fetches it (see load_backbone for failures)

@@ -94,12 +94,12 @@ class CLISMPretrainModel(nn.Module):
     def load_mlm_head(self, path: str | Path) -> None:
         from safetensors.torch import load_file
 
-        weights = load_file(str(path))
-        missing, unexpected = _mlm_head(self.mlm_model).load_state_dict(weights, strict=False)
-        absent = [k for k in missing if k not in self.mlm_head_weights()]
-        if unexpected or len(absent) != len(missing):
+        missing, unexpected = _mlm_head(self.mlm_model).load_state_dict(load_file(str(path)), strict=False)
+        own = set(self.mlm_head_weights())
+        lacking = [k for k in missing if k in own]  # the decoder tied to the embeddings is not in the file
+        if unexpected or lacking:
             raise InputError(f"{path}: does not fit this model's MLM head (unexpected {unexpected}, missing "
-                             f"{[k for k in missing if k not in absent]}); it belongs to another architecture")
+                             f"{lacking}); it belongs to another architecture")
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.encoder.get_input_embeddings()
