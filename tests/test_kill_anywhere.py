@@ -143,9 +143,15 @@ def test_evaluate_and_predict_killed_at_random_moments_end_as_uninterrupted_runs
                 base + ["predict", "qa", "--model", str(model), "--input", str(source), "--out",
                         str(out / "pred.jsonl"), "--max-length", "64", "--doc-stride", "16", "--overwrite"]]
 
-    for straight, killed in zip(commands(tmp_path / "straight"), commands(tmp_path / "killed")):
+    evaluation = tmp_path / "killed" / "eval"
+    events = [lambda: (evaluation / "config.yaml").is_file(),  # the folder taken, nothing evaluated yet
+              lambda: any(evaluation.glob("predictions/*.json"))]  # between two languages
+    for n, (straight, killed) in enumerate(zip(commands(tmp_path / "straight"), commands(tmp_path / "killed"))):
         assert not run_until(straight, env, lambda: False)
-        for _ in range(2):
+        if n == 0:
+            fired = [run_until(killed, env, event) for event in events]
+            assert all(fired), f"the evaluation was to be stopped at each event (stopped: {fired})"
+        for _ in range(2):  # and at seeded moments, which a fast run may outlive
             moment, t0 = rng.uniform(0.5, 5.0), time.time()
             run_until(killed, env, lambda: time.time() - t0 > moment)
         assert not run_until(killed, env, lambda: False)
