@@ -52,8 +52,21 @@ def test_cells_put_the_headline_first_and_ablations_get_their_own_budget(tmp_pat
                      ("qa/base/k2", [1]), ("qa/full/k2", [1])]
 
 
+def test_run_first_orders_the_headline_settings(tmp_path):
+    """A replicate grid runs every few-shot k before zero-shot and NER, where the claim rests."""
+    grid = load_grid(grid_file(tmp_path, tasks=["qa-few-shot", "qa-zero-shot", "ner"], arms=["base", "full"],
+                               run_first=["k2", "k3", "zero-shot"]))
+    assert [c.name for c in cells_of(grid)] == [
+        "qa/base/k2", "qa/full/k2", "qa/base/k3", "qa/full/k3", "qa/base/zero-shot", "qa/full/zero-shot",
+        "ner/base/zero-shot", "ner/full/zero-shot"]
+    default = load_grid(grid_file(tmp_path, tasks=["qa-few-shot", "qa-zero-shot", "ner"], arms=["base"]))
+    assert [c.name for c in cells_of(default)] == [
+        "qa/base/k3", "qa/base/zero-shot", "ner/base/zero-shot", "qa/base/k2"]
+
+
 @pytest.mark.parametrize("change, message", [
     ({"arms": ["base", "fulll"]}, "unknown arm"),
+    ({"run_first": ["k256", "zeroshot"]}, "zeroshot"),
     ({"pretrain": {"out": "x"}}, "set by the grid"),
     ({"pretrain": {"max_stepz": 3}}, "max_stepz"),
     ({"qa": {"few_shot_kk": [1]}}, "few_shot_kk"),

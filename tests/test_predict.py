@@ -1,5 +1,6 @@
 """`clism predict qa|ner` on new text: offsets that point into the input, any script, clear input errors."""
 import json
+import subprocess
 
 import pytest
 import torch
@@ -159,9 +160,12 @@ def test_an_output_file_is_never_replaced_silently_nor_left_cut(tmp_path, capsys
     assert json.loads(source.read_text())["question"] == "Where?"  # the input is untouched
 
     real = predict.write_atomic
+    gone = _ended_pid()
+    litter = tmp_path / f".{out.name}.{gone}.tmp"  # what a kill leaves beside: write_atomic's name, a dead pid
+    neighbour = tmp_path / f".other.jsonl.{gone}.tmp"  # not this command's file: left alone
 
     def killed_while_writing(path, text):
-        (tmp_path / f".{out.name}.tmp").write_text(text[: len(text) // 2])  # what a kill would leave beside
+        litter.write_text(text[: len(text) // 2])
         raise KeyboardInterrupt
 
     predict.write_atomic = killed_while_writing
@@ -170,7 +174,15 @@ def test_an_output_file_is_never_replaced_silently_nor_left_cut(tmp_path, capsys
     finally:
         predict.write_atomic = real
     assert out.read_bytes() == first  # the earlier file, whole
+    neighbour.write_text("x")
     assert main(args + ["--out", str(out), "--overwrite"]) == 0 and out.read_bytes() == first
+    assert not litter.exists() and neighbour.exists()  # the rerun sweeps its own cut temporary, only its own
+
+
+def _ended_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
 
 
 @pytest.mark.parametrize("record, message", [

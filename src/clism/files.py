@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 from pathlib import Path
@@ -43,15 +44,18 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(old)
 
 
-def remove_stale_temporaries(folder: str | Path) -> int:
+def remove_stale_temporaries(folder: str | Path, of: str | None = None) -> int:
     """Delete what a killed process left of its atomic writes in ``folder`` (``.<name>.<pid>.tmp``
     files and folders, ``.<name>.<pid>.old`` folders) when that process is gone; the count.
-    Commands call it where they take a folder over, so a rerun after a kill leaves no litter."""
+    Commands call it where they take a folder over, so a rerun after a kill leaves no litter;
+    ``of`` limits it to one file's temporaries, directly in ``folder`` (a folder the command
+    does not own, such as the one `clism predict --out` writes into)."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     removed = 0
-    for path in [*folder.rglob(".*.tmp"), *folder.rglob(".*.old")]:
+    found = folder.glob(f".{glob.escape(of)}.*.tmp") if of else [*folder.rglob(".*.tmp"), *folder.rglob(".*.old")]
+    for path in found:
         pid = path.name.rsplit(".", 2)[-2]
         if not pid.isdigit() or _alive(int(pid)):
             continue

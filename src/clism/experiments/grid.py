@@ -130,6 +130,9 @@ class GridConfig:
     arms: list[str] = field(default_factory=lambda: list(ARMS))
     curve_arms: list[str] = field(default_factory=lambda: list(ARMS))  # arms with the whole few-shot curve
     headline_k: int = 256  # the few-shot size run first (with zero-shot) for base, control and full method
+    # the settings run first for base, control and full method, in this order: "k<k>", "zero-shot" (QA), "ner";
+    # empty: k<headline_k>, zero-shot, ner. The rest follow by k.
+    run_first: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     build_data: dict = field(default_factory=dict)  # BuildDataOptions fields (out is set by the grid)
     pretrain: dict = field(default_factory=dict)  # PretrainOptions fields shared by every pre-trained arm
@@ -174,6 +177,9 @@ def load_grid(path: str | Path) -> GridConfig:
     if unknown_arms:
         raise ConfigError(f"{path}: unknown arm(s) {unknown_arms}; known: {known}, each pre-trained one also as "
                           "<arm>-p<N> (pre-training run N)")
+    bad_settings = [s for s in grid.run_first if not re.fullmatch(r"k\d+|zero-shot|ner", str(s))]
+    if bad_settings:
+        raise ConfigError(f"{path}: run_first: {bad_settings} are not settings; use k<k> (k256), zero-shot or ner")
     unknown_tasks = [t for t in grid.tasks if t not in TASKS]
     if unknown_tasks:
         raise ConfigError(f"{path}: unknown task(s) {unknown_tasks}; known: {list(TASKS)}")
@@ -220,8 +226,9 @@ class Cell:
 
 def cells_of(grid: GridConfig, arms: list[str] | None = None, tasks: list[str] | None = None,
              ks: list[int] | None = None) -> list[Cell]:
-    """Every cell, the headline ones first: ``headline_k`` and zero-shot for the base, the
-    control and the full method, so a grid stopped early still answers the main question."""
+    """Every cell, the headline ones first: the grid's ``run_first`` settings (by default
+    ``headline_k``, then zero-shot) for the base, the control and the full method, so a grid
+    stopped early still answers the main question."""
     cells = []
     for arm in arms or grid.arms:
         if "qa-zero-shot" in (tasks or grid.tasks):
@@ -236,10 +243,13 @@ def cells_of(grid: GridConfig, arms: list[str] | None = None, tasks: list[str] |
         if "ner" in (tasks or grid.tasks):
             cells.append(Cell("ner", arm, "zero-shot", grid.ner.seeds))
 
+    first = grid.run_first or [f"k{grid.headline_k}", "zero-shot", "ner"]
+
     def priority(cell: Cell) -> tuple:
         headline = split_replicate(cell.arm)[0] in ("base", "mlm-only", "full")
-        setting = {f"k{grid.headline_k}": 0, "zero-shot": 1 if cell.task == "qa" else 2}.get(cell.setting, 3)
-        return (not headline, setting, cell.k, arm_order(cell.arm))
+        setting = "ner" if cell.task == "ner" else cell.setting
+        rank = first.index(setting) if setting in first else len(first)
+        return (not headline, rank, cell.k, arm_order(cell.arm))
 
     return sorted(cells, key=priority)
 

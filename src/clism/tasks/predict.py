@@ -24,7 +24,7 @@ from typing import Iterator, Optional
 from clism.config import option
 from clism.benchmarks.textio import DataFormatError
 from clism.errors import InputError
-from clism.files import write_atomic
+from clism.files import remove_stale_temporaries, write_atomic
 from clism.models.backbone import inference_dtype_option
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ def check_out(opts) -> None:
         raise InputError(f"--out {out} is the --input file; write the predictions to another file")
     if out.exists() and not opts.overwrite:
         raise InputError(f"--out {out} exists; pass --overwrite to replace it, or choose another file")
+    remove_stale_temporaries(out.parent, of=out.name)  # what a killed run left of its atomic write
 
 
 def _write(records: Iterator[dict], out: Optional[str]) -> int:
