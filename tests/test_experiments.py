@@ -36,7 +36,8 @@ def grid_file(tmp_path, **changes):
         "pretrain": {"batch_size": 8, "max_steps": 3, "warmup_steps": 0, "lr": 1e-3, "max_side_tokens": 32,
                      "checkpoint_every": 2, "log_every": 1, "dropout": 0.0},
         "qa": {"head": "qass", "max_length": 96, "doc_stride": 32, "batch_size": 2, "few_shot_k": [2, 3],
-               "few_shot_steps": 2, "few_shot_seeds": [1], "few_shot_seeds_per_k": {3: [1, 2]},
+               "few_shot_steps": 2, "few_shot_steps_per_k": {2: 1}, "few_shot_seeds": [1],
+               "few_shot_seeds_per_k": {3: [1, 2]},
                "other_arms_k": [3], "other_arms_seeds": [1], "eval_datasets": ["xquad", "mlqa"]},
     }
     grid.update(changes)
@@ -89,6 +90,8 @@ def test_reproduce_runs_resumes_and_reports_from_results_alone(mirror, tmp_path,
             assert set(metrics["results"]["xquad"]) == {"en", "de"}  # MLQA is absent from the mirror: skipped
             assert (results / "qa" / cell / f"seed-{seed}" / "predictions" / "xquad.de.json").is_file()
             assert not (results / "qa" / cell / f"seed-{seed}" / "model").exists()  # no checkpoints in results
+            steps = json.loads((results / "qa" / cell / f"seed-{seed}" / "train_log.json").read_text())["steps"]
+            assert steps == (1 if cell.endswith("k2") else 2)  # few_shot_steps_per_k, else few_shot_steps
     assert not (results / "qa" / "mlm-only" / "k2").exists()  # not a curve arm
     # both pre-trained arms ran the same budget, and their logs are kept with the results
     for arm in ("full", "mlm-only"):

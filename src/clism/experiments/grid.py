@@ -84,6 +84,9 @@ class QABudget:
     zero_shot_seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     few_shot_k: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
     few_shot_steps: int = 200
+    # {k: steps} where they differ: a small k trained for the steps of a large one learns its
+    # sample by heart (training loss near zero), which hides what pre-training gave the model
+    few_shot_steps_per_k: dict = field(default_factory=dict)
     few_shot_seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     few_shot_seeds_per_k: dict = field(default_factory=dict)  # {k: [seeds]} where they differ
     # arms outside the grid's curve_arms run few-shot only at these k, with these seeds
@@ -94,6 +97,9 @@ class QABudget:
     max_eval_examples: int = 0
     eval_batch_size: int = 0
     options: dict = field(default_factory=dict)  # any other `clism finetune qa` option (warmup_ratio, ...)
+
+    def steps_for(self, k: int) -> int:
+        return {int(key): int(steps) for key, steps in self.few_shot_steps_per_k.items()}.get(k, self.few_shot_steps)
 
     def seeds_for(self, k: int) -> list[int]:
         per_k = {int(key): [int(s) for s in seeds] for key, seeds in self.few_shot_seeds_per_k.items()}
@@ -391,7 +397,7 @@ def run_cell(grid: GridConfig, cell: Cell, model: str, data_dir: str | None) -> 
         run_finetune(QAFinetuneOptions(
             model=model, head=qa.head, train_data=qa.train_data, train_examples=0 if zero else cell.k, seeds=cell.seeds, lr=qa.lr,
             batch_size=qa.batch_size, epochs=qa.zero_shot_epochs,
-            max_steps=qa.zero_shot_steps if zero else qa.few_shot_steps, max_length=qa.max_length,
+            max_steps=qa.zero_shot_steps if zero else qa.steps_for(cell.k), max_length=qa.max_length,
             doc_stride=qa.doc_stride, dropout=qa.dropout, freeze_word_embeddings=qa.freeze_word_embeddings,
             eval_datasets=qa.eval_datasets, eval_langs=qa.eval_langs, eval_batch_size=qa.eval_batch_size,
             max_eval_examples=qa.max_eval_examples, mixed_precision=qa.mixed_precision, data_dir=data_dir,
