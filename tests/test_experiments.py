@@ -101,6 +101,8 @@ def test_reproduce_runs_resumes_and_reports_from_results_alone(mirror, tmp_path,
     report = (results / "report.md").read_text()
     assert "CLISM+CACR+MLM against base encoder" in report and "| **average** |" in report
     assert "paper: XLM-R base" in report and "Grid file:" in report
+    losses = report.split("## Few-shot training loss")[1].split("##")[0]  # each k's curve, at its own steps
+    assert "| 2 | CLISM+CACR+MLM | 1 |" in losses and "| 3 | CLISM+CACR+MLM | 2 |" in losses
     assert (results / "figures" / "few_shot_xquad.png").read_bytes()[:4] == b"\x89PNG"
 
     # restart: every cell is skipped, nothing new in the ledger

@@ -127,6 +127,33 @@ def few_shot_table(cells: list[CellResult], dataset: str = "xquad") -> str:
     return "\n".join(lines) + "\n"
 
 
+def training_loss_table(results: Path, cells: list[CellResult]) -> str:
+    """Few-shot training loss at a few step counts (each the mean of the 5 steps up to it, then over
+    seeds): whether a k was trained until it knew its sample by heart (loss near zero)."""
+    rows = []
+    for k in few_shot_ks(cells):
+        for arm in [a for a in arms_present(cells) if _find(cells, "qa", a, f"k{k}")]:
+            runs = [json.loads(p.read_text()).get("losses") or []
+                    for p in sorted((results / "qa" / arm / f"k{k}").glob("seed-*/train_log.json"))]
+            runs = [losses for losses in runs if losses]
+            if runs:
+                rows.append((k, arm, runs))
+    if not rows:
+        return ""
+    steps = [s for s in (10, 20, 40, 80, 160) if any(len(r) >= s for _, _, runs in rows for r in runs)]
+    head = ["k", "arm", "steps", *[f"loss at step {s}" for s in steps], "at the last step", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k, arm, runs in rows:
+        def at(step: int) -> str:
+            if any(len(r) < step for r in runs):
+                return "–"
+            return f"{statistics.mean(statistics.mean(r[max(0, step - 5):step]) for r in runs):.3f}"
+        last = statistics.mean(statistics.mean(r[-5:]) for r in runs)
+        lines.append(f"| {k} | {arm_label(arm)} | {len(runs[0])} | " + "".join(f"{at(s)} | " for s in steps)
+                     + f"{last:.3f} | {len(runs)} |")
+    return "\n".join(lines) + "\n"
+
+
 def comparison_table(cells: list[CellResult], setting: str, arm_a: str, arm_b: str, dataset: str = "xquad") -> str:
     """Per language F1 / EM of two arms side by side, and B minus A."""
     a, b = _find(cells, "qa", arm_a, setting), _find(cells, "qa", arm_b, setting)
@@ -406,6 +433,10 @@ def build_report(results: str | Path, title: str = "") -> Path:
     out += ["## Ablation", "", ablation_table(cells, k), "",
             "## Few-shot XQuAD F1 (average over languages, mean ± std over seeds)", "", few_shot_table(cells), ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in made if p] + [""]
+    losses = training_loss_table(results, cells)
+    if losses:
+        out += ["## Few-shot training loss (mean of the 5 steps up to each step count, then over seeds)", "",
+                losses, ""]
     rows = _pretrain_rows(results)
     if rows:
         out += ["## Pre-training (the same budget for every arm)", "",
