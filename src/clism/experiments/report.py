@@ -229,6 +229,10 @@ def _interval(values: list[float]) -> str:
     return f"{mean:+.2f}" + (f" [{mean - half:+.2f}, {mean + half:+.2f}]" if half is not None else " (one run)")
 
 
+def _range(values: list[int]) -> str:
+    return f"{min(values)}" if min(values) == max(values) else f"{min(values)}–{max(values)}"
+
+
 def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xquad") -> str:
     """Each arm pre-trained several times (``<arm>-p<N>``) against base and the MLM-only control.
 
@@ -264,7 +268,7 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
                         seeds_used.append(len(seeds))
                 if per_run:
                     lines.append(f"| {arm_label(family)} | {setting} | {arm_label(reference)} | "
-                                 f"{len(per_run)} × {min(seeds_used)}–{max(seeds_used)} | "
+                                 f"{len(per_run)} × {_range(seeds_used)} | "
                                  + ", ".join(f"{d:+.2f}" for d in per_run) + f" | {_interval(per_run)} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
