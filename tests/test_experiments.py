@@ -179,6 +179,13 @@ def test_replicated_arms_get_paired_differences_with_intervals_over_pretraining_
     assert "| CLISM+CACR+MLM | k256 | MLM only (control) | 3 × 2 | +4.00, +6.00, +5.00 | +5.00 [+2.52, +7.48] |" \
         in report
     assert "CLISM+CACR+MLM (pre-training run 2)" in report  # the few-shot table names each run
+    # another replicated arm also meets the full method's run of the same number (same seed, same data)
+    _fake_cell(results, "no-mlm-p1", "k256", {1: (42, 32), 2: (45, 35)})  # - full-p1: +1, 0
+    _fake_cell(results, "no-mlm-p2", "k256", {1: (44, 34), 2: (48, 38)})  # - full-p2: 0, +2
+    report = build_report(results).read_text()
+    assert "| without MLM | k256 | CLISM+CACR+MLM | 2 × 2 | +0.50, +1.00 | +0.75 [-2.43, +3.93] |" in report
+    assert "| without MLM | k256 | base encoder | 2 × 2 |" in report
+    assert "| CLISM+CACR+MLM | k256 | CLISM+CACR+MLM |" not in report
     # an arm pre-trained once: paired by seed against base, the interval over seeds (mlm-only - base: -2, -2)
     assert "| MLM only (control) | k256 | 1,2 | -2.00, -2.00 | -2.00 [-2.00, -2.00] |" in report
     assert "english-dev" not in report  # no english-dev in these cells: no tables for it

@@ -234,7 +234,8 @@ def _range(values: list[int]) -> str:
 
 
 def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xquad") -> str:
-    """Each arm pre-trained several times (``<arm>-p<N>``) against base and the MLM-only control.
+    """Each arm pre-trained several times (``<arm>-p<N>``) against base, the MLM-only control
+    and, for the others, the full method's run of the same N (same seed, same data build).
 
     Pairs share the few-shot sample and the fine-tuning seed. A pre-training run's value is its
     mean paired difference over fine-tuning seeds; the interval is over pre-training runs, so it
@@ -252,9 +253,9 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for family, arms in runs.items():
         for setting in settings:
-            for reference in ("base", "mlm-only"):
-                if reference == family:
-                    continue
+            for reference in ("base", "mlm-only", "full"):
+                if reference == family or (reference == "full" and "full" not in runs):
+                    continue  # the full method is a reference when it was replicated too (run N with run N)
                 per_run, seeds_used = [], []
                 for arm in arms:
                     n = split_replicate(arm)[1]
