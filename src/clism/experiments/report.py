@@ -421,7 +421,9 @@ def build_report(results: str | Path, title: str = "") -> Path:
             out += [f"## Paired differences over pre-training runs ({name})", "",
                     "Each pre-trained arm was pre-trained several times (`<arm>-p<N>`: pre-training seed N and, "
                     "for N > 1, its own data build). Within a run, the difference is paired by few-shot sample "
-                    "and fine-tuning seed and averaged over seeds; the 95% interval is Student's t over runs.", "",
+                    "and fine-tuning seed and averaged over seeds; the 95% interval is Student's t over runs. A "
+                    "reference pre-trained once (without `-p<N>`) is the same model in every run, so its own "
+                    "run-to-run spread is not in the interval.", "",
                     replicates, ""]
         single = single_run_table(results, cells, dataset)
         if single:
