@@ -186,6 +186,9 @@ def test_replicated_arms_get_paired_differences_with_intervals_over_pretraining_
     assert "| without MLM | k256 | CLISM+CACR+MLM | 2 × 2 | +0.50, +1.00 | +0.75 [-2.43, +3.93] |" in report
     assert "| without MLM | k256 | base encoder | 2 × 2 |" in report
     assert "| CLISM+CACR+MLM | k256 | CLISM+CACR+MLM |" not in report
+    _fake_cell(results, "no-cacr-p1", "k256", {1: (41, 31), 2: (45, 35)})  # one run: - base +1, +3
+    assert "| without CACR | k256 | base encoder | 1 × 2 | +2.00 | +2.00 [-10.71, +14.71] over seeds (one run) |" \
+        in build_report(results).read_text()
     # an arm pre-trained once: paired by seed against base, the interval over seeds (mlm-only - base: -2, -2)
     assert "| MLM only (control) | k256 | 1,2 | -2.00, -2.00 | -2.00 [-2.00, -2.00] |" in report
     assert "english-dev" not in report  # no english-dev in these cells: no tables for it

@@ -256,7 +256,7 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
             for reference in ("base", "mlm-only", "full"):
                 if reference == family or (reference == "full" and "full" not in runs):
                     continue  # the full method is a reference when it was replicated too (run N with run N)
-                per_run, seeds_used = [], []
+                per_run, seeds_used, per_seed = [], [], []
                 for arm in arms:
                     n = split_replicate(arm)[1]
                     ref_arm = f"{reference}-p{n}" if reference != "base" and \
@@ -265,9 +265,13 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
                         seed_averages(results, ref_arm, setting, dataset)
                     seeds = sorted(set(mine) & set(ref))
                     if seeds:
-                        per_run.append(statistics.fmean(mine[s] - ref[s] for s in seeds))
+                        per_seed = [mine[s] - ref[s] for s in seeds]
+                        per_run.append(statistics.fmean(per_seed))
                         seeds_used.append(len(seeds))
-                if per_run:
+                if len(per_run) == 1 and len(per_seed) > 1:  # until a second run exists: the seeds' interval
+                    lines.append(f"| {arm_label(family)} | {setting} | {arm_label(reference)} | 1 × {len(per_seed)} | "
+                                 f"{per_run[0]:+.2f} | {_interval(per_seed)} over seeds (one run) |")
+                elif per_run:
                     lines.append(f"| {arm_label(family)} | {setting} | {arm_label(reference)} | "
                                  f"{len(per_run)} × {_range(seeds_used)} | "
                                  + ", ".join(f"{d:+.2f}" for d in per_run) + f" | {_interval(per_run)} |")
