@@ -285,3 +285,18 @@ def test_an_arm_never_mixes_seeds_from_two_pretrainings(tmp_path):
     with pytest.raises(ConfigError, match="no fingerprint recorded"):
         check_one_model(grid, other_k, str(model), done=[])
     assert check_one_model(grid, Cell("qa", "base", "k8", [1, 2]), "multilingual-e5-small-q4", done=[1]) is None
+
+
+def test_the_pretraining_table_reads_the_end_of_a_run_over_its_last_quarter(tmp_path):
+    results = tmp_path / "results"
+    _fake_cell(results, "base", "k256", {1: (40, 30)})
+    run = results / "pretrain" / "no-mlm"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"steps": 100, "seconds": 90.0}))
+    # single-step losses, logged every 5 steps; the last step is one batch of long passages
+    clism = {1: 2.0, 5: 1.9, 75: 1.0, 80: 0.6, 85: 0.5, 90: 0.6, 95: 0.5, 100: 2.8}
+    (run / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss_clism": v, "loss_cacr": 1.0, "loss_mlm": 0.0})
+                                           + "\n" for s, v in clism.items()))
+    report = build_report(results).read_text()
+    # steps 80-100: (0.6 + 0.5 + 0.6 + 0.5 + 2.8) / 5 = 1.0; MLM was off (0.0 from the start): not shown
+    assert "| without MLM | 100 | 90 | clism 2.000 → 1.000 · cacr 1.000 → 1.000 |" in report
