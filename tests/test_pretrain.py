@@ -62,8 +62,9 @@ def base(tmp_path) -> Path:
 
 
 def opts(base, data_dir, out, **kw) -> PretrainOptions:
+    # MLM on, as the paper has it, though the tiny base has no MLM head (off by default for such)
     settings = dict(model=str(base), data=str(data_dir), out=str(out), batch_size=8, max_steps=12, warmup_steps=0,
-                    lr=3e-3, checkpoint_every=4, log_every=1, dropout=0.0)
+                    lr=3e-3, checkpoint_every=4, log_every=1, dropout=0.0, mlm=True)
     settings.update(kw)
     return PretrainOptions(**settings)
 
@@ -324,18 +325,26 @@ def test_cacr_pools_each_segment_over_its_own_tokens(base):
         assert alone == f.english_ids[1:-1]  # <s> ... </s> without the two
 
 
-def test_word_embeddings_stay_fixed_by_default_only_for_an_encoder_without_an_mlm_head(base, data_dir, tmp_path):
+def test_an_encoder_without_an_mlm_head_by_default_skips_mlm_and_keeps_its_word_embeddings_fixed(
+        base, data_dir, tmp_path, caplog):
     from transformers import BertForMaskedLM
 
-    assert opts(base, data_dir, tmp_path / "a").resolved().freeze_word_embeddings is True  # a bare BertModel
+    headless = opts(base, data_dir, tmp_path / "a", mlm=None).resolved()  # a bare BertModel
+    assert headless.freeze_word_embeddings is True and headless.mlm is False
     with_head = tmp_path / "with-head"
     model, tokenizer = tiny_models.tiny_model()
     BertForMaskedLM(model.config).save_pretrained(with_head)
     tokenizer.save_pretrained(with_head)
-    assert opts(with_head, data_dir, tmp_path / "b").resolved().freeze_word_embeddings is False
-    assert opts(base, data_dir, tmp_path / "c", freeze_word_embeddings=False).resolved().freeze_word_embeddings is False
-    # the default in a run: the word embeddings of the saved model are those it started from
-    pretrain(opts(base, data_dir, tmp_path / "run", max_steps=2))
+    own = opts(with_head, data_dir, tmp_path / "b", mlm=None).resolved()
+    assert own.freeze_word_embeddings is False and own.mlm is True
+    asked = opts(base, data_dir, tmp_path / "c", freeze_word_embeddings=False, mlm=True).resolved()
+    assert asked.freeze_word_embeddings is False and asked.mlm is True
+    # the defaults in a run: a notice, no MLM loss, and the word embeddings of the saved model
+    # are those it started from
+    with caplog.at_level("WARNING", logger="clism.pretraining.train"):
+        pretrain(opts(base, data_dir, tmp_path / "run", max_steps=2, mlm=None))
+    assert "pre-training without the masked-LM loss" in caplog.text and "--mlm true" in caplog.text
+    assert all(r["loss_mlm"] == 0 for r in read_log(tmp_path / "run"))
     from safetensors.torch import load_file
 
     before = load_file(str(base / "model.safetensors"))["embeddings.word_embeddings.weight"]
