@@ -453,7 +453,8 @@ def build_report(results: str | Path, title: str = "") -> Path:
     rows = _pretrain_rows(results)
     if rows:
         out += ["## Pre-training (the same budget for every arm)", "",
-                "| arm | steps | seconds | losses, first step → mean of the steps logged in the last quarter |", "|---|---|---|---|", *rows, ""]
+                "| arm | steps | seconds | losses, first step → mean of the steps logged in the last quarter |",
+                "|---|---|---|---|", *rows, ""]
     manifest_path = results / "clism-data" / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
