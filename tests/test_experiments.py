@@ -181,6 +181,9 @@ def test_replicated_arms_get_paired_differences_with_intervals_over_pretraining_
     assert "| CLISM+CACR+MLM | k256 | MLM only (control) | 3 × 2 | +4.00, +6.00, +5.00 | +5.00 [+2.52, +7.48] |" \
         in report
     assert "CLISM+CACR+MLM (pre-training run 2)" in report  # the few-shot table names each run
+    # the numbers the differences are made of: F1 per seed, averaged over languages (en 40, de 30 -> 35)
+    assert "| 256 | base encoder | 35.00 / 37.00 (seeds 1,2) |" in report
+    assert "| 256 | CLISM+CACR+MLM (pre-training run 2) | 39.00 / 41.00 (seeds 1,2) |" in report
     # another replicated arm also meets the full method's run of the same number (same seed, same data)
     _fake_cell(results, "no-mlm-p1", "k256", {1: (42, 32), 2: (45, 35)})  # - full-p1: +1, 0
     _fake_cell(results, "no-mlm-p2", "k256", {1: (44, 34), 2: (48, 38)})  # - full-p2: 0, +2

@@ -172,6 +172,24 @@ def comparison_table(cells: list[CellResult], setting: str, arm_a: str, arm_b: s
     return "\n".join(lines) + "\n"
 
 
+def per_seed_table(results: Path, cells: list[CellResult]) -> str:
+    """Each few-shot cell's F1 per fine-tuning seed (english-dev, where present, and XQuAD
+    averaged over languages): the numbers every paired difference is made of."""
+    few_shot = sorted((c for c in cells if c.task == "qa" and c.setting.startswith("k")),
+                      key=lambda c: (int(c.setting[1:]), arm_order(c.arm)))
+    datasets = [d for d in ("english-dev", "xquad") if any(d in c.summary for c in few_shot)]
+    if not few_shot or not datasets:
+        return ""
+    lines = ["| k | arm | " + " | ".join(f"{d} F1 per seed" for d in datasets) + " |",
+             "|" + "---|" * (2 + len(datasets))]
+    for c in few_shot:
+        per_seed = [seed_averages(results, c.arm, c.setting, d) for d in datasets]
+        cols = [" / ".join(f"{v:.2f}" for _, v in sorted(f1.items())) + f" (seeds {','.join(map(str, sorted(f1)))})"
+                if f1 else "–" for f1 in per_seed]
+        lines.append(f"| {c.setting[1:]} | {arm_label(c.arm)} | " + " | ".join(cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def seed_averages(results: Path, arm: str, setting: str, dataset: str = "xquad") -> dict[int, float]:
     """{seed: F1 averaged over languages} of one QA cell."""
     out = {}
@@ -446,6 +464,9 @@ def build_report(results: str | Path, title: str = "") -> Path:
     out += ["## Ablation", "", ablation_table(cells, k), "",
             "## Few-shot XQuAD F1 (average over languages, mean ± std over seeds)", "", few_shot_table(cells), ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in made if p] + [""]
+    seeds = per_seed_table(results, cells)
+    if seeds:
+        out += ["## Few-shot F1 per fine-tuning seed (averaged over languages)", "", seeds, ""]
     losses = training_loss_table(results, cells)
     if losses:
         out += ["## Few-shot training loss (mean of the 5 steps up to each step count, then over seeds)", "",
