@@ -34,11 +34,10 @@ class QuickstartOptions:
 
 
 def method_arm(model: str) -> str:
-    """The arm that pre-trains as ``clism pretrain`` does by default: MLM only for an encoder
-    with an MLM head of its own."""
-    from clism.models.backbone import has_mlm_head
+    """The arm that pre-trains as ``clism pretrain`` does by default (its one rule decides MLM)."""
+    from clism.pretraining.options import PretrainOptions
 
-    return "full" if has_mlm_head(model) else "no-mlm"
+    return "full" if PretrainOptions(model=model).resolved().mlm else "no-mlm"
 
 
 def quickstart_grid(opts: QuickstartOptions) -> GridConfig:
