@@ -144,12 +144,18 @@ def test_quickstart_prints_the_side_by_side_table(mirror, tmp_path, capsys):
     assert (out / "report.md").is_file() and (out / "qa" / "no-mlm" / "k3" / "seed-1" / "metrics.json").is_file()
 
 
-def _fake_cell(results, arm, setting, f1_by_seed):
-    for seed, (en, de) in f1_by_seed.items():
+def _fake_cell(results, arm, setting, f1_by_seed, english_dev=None):
+    """A QA cell's metrics: XQuAD F1 (en, de) per seed, and english-dev F1 per seed where given."""
+    for seed, scores in f1_by_seed.items():
         seed_dir = results / "qa" / arm / setting / f"seed-{seed}"
         seed_dir.mkdir(parents=True)
-        (seed_dir / "metrics.json").write_text(json.dumps({"seed": seed, "results": {"xquad": {
-            "en": {"f1": en, "exact_match": en - 10}, "de": {"f1": de, "exact_match": de - 10}}}}))
+        scored = {}
+        if scores is not None:
+            en, de = scores
+            scored["xquad"] = {"en": {"f1": en, "exact_match": en - 10}, "de": {"f1": de, "exact_match": de - 10}}
+        if english_dev:
+            scored["english-dev"] = {"en": {"f1": english_dev[seed], "exact_match": english_dev[seed] - 10}}
+        (seed_dir / "metrics.json").write_text(json.dumps({"seed": seed, "results": scored}))
 
 
 def test_an_experiment_report_compares_seed_by_seed_with_its_reference_grid(tmp_path, monkeypatch):
@@ -163,8 +169,26 @@ def test_an_experiment_report_compares_seed_by_seed_with_its_reference_grid(tmp_
     # only the seeds both grids ran are compared: 1 and 2 (averages 38, 40 here; 36, 38 and 35, 37 there)
     assert "| no-mlm k256 | 1,2 | 39.00 ± 1.41 | 37.00 ± 1.41 | 36.00 ± 1.41 | +2.00 (+2.00, +2.00) " \
            "| +3.00 (+3.00, +3.00) |" in report
+    assert "english-dev" not in report  # neither grid scored english-dev: no table for it
     shutil.rmtree(reference)
     assert "(the reference folder results/small is not here)" in build_report(experiment).read_text()
+
+
+def test_an_experiment_scored_on_english_dev_only_is_compared_on_english_dev(tmp_path, monkeypatch):
+    # an experiment that chooses a setting evaluates english-dev alone; its reference grid scored both
+    monkeypatch.chdir(tmp_path)
+    reference, experiment = tmp_path / "results" / "grid", tmp_path / "results" / "more-steps"
+    _fake_cell(reference, "base", "k128", {1: (40, 30), 2: (42, 32)}, english_dev={1: 25.0, 2: 31.0})
+    _fake_cell(reference, "full-p1", "k128", {1: (44, 34), 2: (46, 36)}, english_dev={1: 39.0, 2: 42.0})
+    _fake_cell(experiment, "base", "k128", {1: None, 2: None}, english_dev={1: 41.0, 2: 42.0})
+    _fake_cell(experiment, "full-p1", "k128", {1: None, 2: None}, english_dev={1: 40.0, 2: 42.0})
+    (experiment / "grid.yaml").write_text(yaml.safe_dump({"name": "more-steps", "compare_with": "results/grid"}))
+    report = build_report(experiment).read_text()
+    assert "## Against `results/grid` (the same seeds; english-dev F1" in report
+    assert "## Against `results/grid` (the same seeds; XQuAD" not in report
+    # full-p1 here 40, 42; there 39, 42 (same arm) and 25, 31 (base)
+    assert "| full-p1 k128 | 1,2 | 41.00 ± 1.41 | 40.50 ± 2.12 | 28.00 ± 4.24 | +0.50 (+1.00, +0.00) " \
+           "| +13.00 (+15.00, +11.00) |" in report
 
 
 def test_replicated_arms_get_paired_differences_with_intervals_over_pretraining_runs(tmp_path):

@@ -204,6 +204,12 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
 
 
+# The datasets arms are compared on, with how the report names them: XQuAD is what is reported, english-dev
+# (held-out English questions) is where settings are chosen.
+COMPARED_DATASETS = (("xquad", "XQuAD F1 averaged over languages"),
+                     ("english-dev", "english-dev F1: held-out English questions, where settings are chosen"))
+
+
 def reference_table(results: Path, reference: Path, cells: list[CellResult], dataset: str = "xquad") -> str:
     """Each QA cell of an experiment against the reference grid's same arm and its base, on the same seeds."""
     head = ["cell", "seeds", "this experiment", f"{reference.name}: same arm", f"{reference.name}: base",
@@ -211,6 +217,8 @@ def reference_table(results: Path, reference: Path, cells: list[CellResult], dat
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cell in (c for c in cells if c.task == "qa"):
         mine = seed_averages(results, cell.arm, cell.setting, dataset)
+        if not mine:  # this cell was not scored on `dataset`
+            continue
         same = seed_averages(reference, cell.arm, cell.setting, dataset)
         base = seed_averages(reference, "base", cell.setting, dataset)
         seeds = sorted(s for s in mine if s in same and s in base)
@@ -438,8 +446,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
                 label = "zero-shot" if setting == "zero-shot" else f"few-shot k={setting[1:]}"
                 out += [f"## XQuAD, {label}: {arm_label('full')} against {arm_label(other)}", "",
                         comparison_table(cells, setting, other, "full"), ""]
-    for dataset, name in (("xquad", "XQuAD F1 averaged over languages"),
-                          ("english-dev", "english-dev F1: held-out English questions, where settings are chosen")):
+    for dataset, name in COMPARED_DATASETS:
         replicates = replicate_table(results, cells, dataset)
         if replicates:
             out += [f"## Paired differences over pre-training runs ({name})", "",
@@ -456,9 +463,11 @@ def build_report(results: str | Path, title: str = "") -> Path:
                     "it leaves out the spread between pre-training runs.", "", single, ""]
     if grid.get("compare_with"):
         reference = Path(grid["compare_with"])
-        out += [f"## Against `{reference}` (the same seeds; XQuAD F1 averaged over languages)", "",
-                reference_table(results, reference, cells) if reference.is_dir()
-                else f"(the reference folder {reference} is not here)\n", ""]
+        for dataset, name in COMPARED_DATASETS:
+            if any(seed_averages(results, c.arm, c.setting, dataset) for c in cells if c.task == "qa"):
+                out += [f"## Against `{reference}` (the same seeds; {name})", "",
+                        reference_table(results, reference, cells, dataset) if reference.is_dir()
+                        else f"(the reference folder {reference} is not here)\n", ""]
     if any(c.setting == "zero-shot" for c in cells):
         out += ["## Averages over languages (zero-shot, fine-tuned on English)", "", average_table(cells), ""]
     out += ["## Ablation", "", ablation_table(cells, k), "",
