@@ -170,6 +170,10 @@ def test_an_experiment_report_compares_seed_by_seed_with_its_reference_grid(tmp_
     assert "| no-mlm k256 | 1,2 | 39.00 ± 1.41 | 37.00 ± 1.41 | 36.00 ± 1.41 | +2.00 (+2.00, +2.00) " \
            "| +3.00 (+3.00, +3.00) |" in report
     assert "english-dev" not in report  # neither grid scored english-dev: no table for it
+    # an arm the reference never ran (a variant of this experiment) is compared with its base alone
+    _fake_cell(experiment, "no-mlm-longer", "k256", {1: (40, 30), 3: (50, 50)})  # 35, 50; base there 35, 45
+    assert "| no-mlm-longer k256 | 1,3 | 42.50 ± 10.61 | – | 40.00 ± 7.07 | – | +2.50 (+0.00, +5.00) |" \
+        in build_report(experiment).read_text()
     shutil.rmtree(reference)
     assert "(the reference folder results/small is not here)" in build_report(experiment).read_text()
 

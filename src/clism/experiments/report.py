@@ -221,16 +221,18 @@ def reference_table(results: Path, reference: Path, cells: list[CellResult], dat
             continue
         same = seed_averages(reference, cell.arm, cell.setting, dataset)
         base = seed_averages(reference, "base", cell.setting, dataset)
-        seeds = sorted(s for s in mine if s in same and s in base)
+        # an arm of this experiment only (a variant) has no same arm there: it is compared with base alone
+        has_same = bool(same)
+        seeds = sorted(s for s in mine if s in base and (s in same or not has_same))
         if not seeds:
             lines.append(f"| {cell.arm} {cell.setting} | – | {_spread(list(mine.values()))} | "
                          f"(no cell with these seeds in {reference}) | | | |")
             continue
         row = [f"{cell.arm} {cell.setting}", ",".join(map(str, seeds)), _spread([mine[s] for s in seeds]),
-               _spread([same[s] for s in seeds]), _spread([base[s] for s in seeds])]
+               _spread([same[s] for s in seeds]) if has_same else "–", _spread([base[s] for s in seeds])]
         for other in (same, base):
-            diffs = [mine[s] - other[s] for s in seeds]
-            row.append(f"{statistics.fmean(diffs):+.2f} ({', '.join(f'{d:+.2f}' for d in diffs)})")
+            diffs = [mine[s] - other[s] for s in seeds] if has_same or other is base else []
+            row.append(f"{statistics.fmean(diffs):+.2f} ({', '.join(f'{d:+.2f}' for d in diffs)})" if diffs else "–")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
