@@ -230,9 +230,12 @@ def reference_table(results: Path, reference: Path, cells: list[CellResult], dat
             continue
         row = [f"{cell.arm} {cell.setting}", ",".join(map(str, seeds)), _spread([mine[s] for s in seeds]),
                _spread([same[s] for s in seeds]) if has_same else "–", _spread([base[s] for s in seeds])]
-        for other in (same, base):
-            diffs = [mine[s] - other[s] for s in seeds] if has_same or other is base else []
-            row.append(f"{statistics.fmean(diffs):+.2f} ({', '.join(f'{d:+.2f}' for d in diffs)})" if diffs else "–")
+        for other in (same if has_same else None, base):
+            if other is None:
+                row.append("–")
+                continue
+            diffs = [mine[s] - other[s] for s in seeds]
+            row.append(f"{statistics.fmean(diffs):+.2f} ({', '.join(f'{d:+.2f}' for d in diffs)})")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
