@@ -182,8 +182,13 @@ def test_an_experiment_scored_on_english_dev_only_is_compared_on_english_dev(tmp
     # an experiment that chooses a setting evaluates english-dev alone; its reference grid scored both
     monkeypatch.chdir(tmp_path)
     reference, experiment = tmp_path / "results" / "grid", tmp_path / "results" / "more-steps"
-    _fake_cell(reference, "base", "k128", {1: (40, 30), 2: (42, 32)}, english_dev={1: 25.0, 2: 31.0})
-    _fake_cell(reference, "full-p1", "k128", {1: (44, 34), 2: (46, 36)}, english_dev={1: 39.0, 2: 42.0})
+    # the reference also ran seed 3, which the experiment did not
+    _fake_cell(reference, "base", "k128", {1: (40, 30), 2: (42, 32), 3: (40, 30)},
+               english_dev={1: 25.0, 2: 31.0, 3: 20.0})
+    _fake_cell(reference, "full-p1", "k128", {1: (44, 34), 2: (46, 36), 3: (40, 30)},
+               english_dev={1: 39.0, 2: 42.0, 3: 80.0})
+    _fake_cell(reference, "full-p2", "k128", {1: (44, 34), 2: (46, 36), 3: (40, 30)},
+               english_dev={1: 35.0, 2: 33.0, 3: 80.0})
     _fake_cell(experiment, "base", "k128", {1: None, 2: None}, english_dev={1: 41.0, 2: 42.0})
     _fake_cell(experiment, "full-p1", "k128", {1: None, 2: None}, english_dev={1: 40.0, 2: 42.0})
     (experiment / "grid.yaml").write_text(yaml.safe_dump({"name": "more-steps", "compare_with": "results/grid"}))
@@ -193,6 +198,26 @@ def test_an_experiment_scored_on_english_dev_only_is_compared_on_english_dev(tmp
     # full-p1 here 40, 42; there 39, 42 (same arm) and 25, 31 (base)
     assert "| full-p1 k128 | 1,2 | 41.00 ± 1.41 | 40.50 ± 2.12 | 28.00 ± 4.24 | +0.50 (+1.00, +0.00) " \
            "| +13.00 (+15.00, +11.00) |" in report
+    # the reference's paired differences over its pre-training runs, read on the experiment's seeds 1, 2 only:
+    # full - base run 1 +14, +11 (+12.50), run 2 +10, +2 (+6.00); 12.706 * sd 4.596 / sqrt(2) = 41.29
+    assert "### `results/grid` over its pre-training runs, on this experiment's settings and seeds" in report
+    assert "| CLISM+CACR+MLM | k128 | base encoder | 2 × 2 | +12.50, +6.00 | +9.25 [-32.04, +50.54] |" in report
+
+
+def test_a_variant_is_compared_seed_by_seed_with_the_run_it_changes(tmp_path):
+    # a data option against the full method's first run (same seed, same alignment), english-dev only
+    results = tmp_path / "results"
+    _fake_cell(results, "full-p1", "k256", {1: None, 2: None, 3: None}, english_dev={1: 48.0, 2: 50.0, 3: 46.0})
+    _fake_cell(results, "full-p2", "k256", {1: None}, english_dev={1: 60.0})  # another run: not the parent
+    _fake_cell(results, "distract3", "k256", {1: None, 2: None, 3: None}, english_dev={1: 49.0, 2: 53.0, 3: 47.0})
+    (results / "grid.yaml").write_text(yaml.safe_dump({"name": "dev-data", "variants": {
+        "distract3": {"arm": "full", "label": "3 distractor sentences"}}}))
+    report = build_report(results).read_text()
+    # +1, +3, +1: mean +1.67, sd 1.155; 4.303 * 1.155 / sqrt(3) = 2.87
+    assert "| 3 distractor sentences | CLISM+CACR+MLM (pre-training run 1) | k256 | 1,2,3 | +1.00, +3.00, +1.00 " \
+           "| +1.67 [-1.20, +4.54] |" in report
+    assert "## Variants against the arm they change (english-dev" in report
+    assert "## Variants against the arm they change (XQuAD" not in report  # not scored there
 
 
 def test_replicated_arms_get_paired_differences_with_intervals_over_pretraining_runs(tmp_path):

@@ -264,13 +264,15 @@ def _range(values: list[int]) -> str:
     return f"{min(values)}" if min(values) == max(values) else f"{min(values)}–{max(values)}"
 
 
-def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xquad") -> str:
+def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xquad",
+                    only: dict[str, set[int]] | None = None) -> str:
     """Each arm pre-trained several times (``<arm>-p<N>``) against base, the MLM-only control
     and, for the others, the full method's run of the same N (same seed, same data build).
 
     Pairs share the few-shot sample and the fine-tuning seed. A pre-training run's value is its
     mean paired difference over fine-tuning seeds; the interval is over pre-training runs, so it
-    holds the spread between pre-training runs that one pre-trained model's seeds leave out."""
+    holds the spread between pre-training runs that one pre-trained model's seeds leave out.
+    ``only`` ({setting: seeds}) keeps those settings and seeds: a reference grid read on an experiment's."""
     from clism.experiments.grid import split_replicate
 
     runs: dict[str, list[str]] = {}
@@ -278,7 +280,8 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
         family, n = split_replicate(arm)
         if n:
             runs.setdefault(family, []).append(arm)
-    settings = sorted({c.setting for c in cells if c.task == "qa"}, key=lambda x: (x == "zero-shot", len(x), x))
+    settings = sorted({c.setting for c in cells if c.task == "qa" and (only is None or c.setting in only)},
+                      key=lambda x: (x == "zero-shot", len(x), x))
     head = ["arm", "setting", "against", "runs × seeds", "per run: mean paired difference",
             "mean [95% interval over runs]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -294,7 +297,7 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
                         (results / "qa" / f"{reference}-p{n}" / setting).is_dir() else reference
                     mine, ref = seed_averages(results, arm, setting, dataset), \
                         seed_averages(results, ref_arm, setting, dataset)
-                    seeds = sorted(set(mine) & set(ref))
+                    seeds = sorted(set(mine) & set(ref) & (only[setting] if only is not None else set(mine)))
                     if seeds:
                         per_seed = [mine[s] - ref[s] for s in seeds]
                         per_run.append(statistics.fmean(per_seed))
@@ -327,6 +330,29 @@ def single_run_table(results: Path, cells: list[CellResult], dataset: str = "xqu
             diffs = [mine[s] - base[s] for s in seeds]
             lines.append(f"| {arm_label(cell.arm)} | {cell.setting} | {','.join(map(str, seeds))} | "
                          + ", ".join(f"{d:+.2f}" for d in diffs) + f" | {_interval(diffs)} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def variant_table(results: Path, cells: list[CellResult], variants: dict, dataset: str = "xquad") -> str:
+    """Each variant against the arm it changes, paired by few-shot sample and fine-tuning seed.
+
+    A variant is pre-trained with the seed and data build of its arm's first run, so its parent is
+    ``<arm>-p1`` where the grid replicated the arm, else ``<arm>``: the option is the one difference.
+    The interval is over fine-tuning seeds (one pre-training run each)."""
+    head = ["variant", "against", "setting", "seeds", "per seed: paired difference", "mean [95% interval over seeds]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cell in sorted((c for c in cells if c.task == "qa" and c.arm in variants), key=lambda c: (c.arm, c.setting)):
+        parent = variants[cell.arm].get("arm", "")
+        if (results / "qa" / f"{parent}-p1" / cell.setting).is_dir():
+            parent = f"{parent}-p1"
+        mine = seed_averages(results, cell.arm, cell.setting, dataset)
+        ref = seed_averages(results, parent, cell.setting, dataset)
+        seeds = sorted(set(mine) & set(ref))
+        if seeds:
+            diffs = [mine[s] - ref[s] for s in seeds]
+            lines.append(f"| {arm_label(cell.arm, variants)} | {arm_label(parent)} | {cell.setting} | "
+                         f"{','.join(map(str, seeds))} | " + ", ".join(f"{d:+.2f}" for d in diffs)
+                         + f" | {_interval(diffs)} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
@@ -461,6 +487,13 @@ def build_report(results: str | Path, title: str = "") -> Path:
                     "reference pre-trained once (without `-p<N>`) is the same model in every run, so its own "
                     "run-to-run spread is not in the interval.", "",
                     replicates, ""]
+        changed = variant_table(results, cells, grid.get("variants") or {}, dataset)
+        if changed:
+            out += [f"## Variants against the arm they change ({name})", "",
+                    "A variant is pre-trained with its arm's first run's seed and data build, so the option it "
+                    "sets is the one difference. Paired by few-shot sample and fine-tuning seed; the interval is "
+                    "over fine-tuning seeds, so it leaves out the spread between pre-training runs.", "",
+                    changed, ""]
         single = single_run_table(results, cells, dataset)
         if single:
             out += [f"## Arms pre-trained once, against base ({name})", "",
@@ -473,6 +506,16 @@ def build_report(results: str | Path, title: str = "") -> Path:
                 out += [f"## Against `{reference}` (the same seeds; {name})", "",
                         reference_table(results, reference, cells, dataset) if reference.is_dir()
                         else f"(the reference folder {reference} is not here)\n", ""]
+                # the reference's own paired differences over pre-training runs, on this experiment's seeds
+                mine = {}
+                for c in cells:
+                    if c.task == "qa":
+                        mine.setdefault(c.setting, set()).update(seed_averages(results, c.arm, c.setting, dataset))
+                there = replicate_table(reference, read_cells(reference), dataset, only=mine) \
+                    if reference.is_dir() else ""
+                if there:
+                    out += [f"### `{reference}` over its pre-training runs, on this experiment's settings and "
+                            "seeds", "", there, ""]
     if any(c.setting == "zero-shot" for c in cells):
         out += ["## Averages over languages (zero-shot, fine-tuned on English)", "", average_table(cells), ""]
     out += ["## Ablation", "", ablation_table(cells, k), "",
