@@ -174,6 +174,11 @@ def test_an_experiment_report_compares_seed_by_seed_with_its_reference_grid(tmp_
     _fake_cell(experiment, "no-mlm-longer", "k256", {1: (40, 30), 3: (50, 50)})  # 35, 50; base there 35, 45
     assert "| no-mlm-longer k256 | 1,3 | 42.50 ± 10.61 | – | 40.00 ± 7.07 | – | +2.50 (+0.00, +5.00) |" \
         in build_report(experiment).read_text()
+    # declared a variant of no-mlm, it meets the reference's no-mlm on the seeds all three ran: seed 1
+    (experiment / "grid.yaml").write_text(yaml.safe_dump({"name": "small-longer", "compare_with": "results/small",
+                                                          "variants": {"no-mlm-longer": {"arm": "no-mlm"}}}))
+    assert "| no-mlm-longer k256 | 1 | 35.00 | 36.00 (no-mlm) | 35.00 | -1.00 (-1.00) | +0.00 (+0.00) |" \
+        in build_report(experiment).read_text()
     shutil.rmtree(reference)
     assert "(the reference folder results/small is not here)" in build_report(experiment).read_text()
 

@@ -210,8 +210,17 @@ COMPARED_DATASETS = (("xquad", "XQuAD F1 averaged over languages"),
                      ("english-dev", "english-dev F1: held-out English questions, where settings are chosen"))
 
 
-def reference_table(results: Path, reference: Path, cells: list[CellResult], dataset: str = "xquad") -> str:
-    """Each QA cell of an experiment against the reference grid's same arm and its base, on the same seeds."""
+def variant_parent(results: Path, variant: str, setting: str, variants: dict) -> str:
+    """The arm run a variant changes: ``<arm>-p1`` where ``results`` replicated its arm, else ``<arm>``.
+    A variant is pre-trained with its arm's first run's seed and data build."""
+    parent = variants[variant].get("arm", "")
+    return f"{parent}-p1" if (results / "qa" / f"{parent}-p1" / setting).is_dir() else parent
+
+
+def reference_table(results: Path, reference: Path, cells: list[CellResult], dataset: str = "xquad",
+                    variants: dict | None = None) -> str:
+    """Each QA cell of an experiment against the reference grid's same arm and its base, on the same seeds.
+    A variant's "same arm" there is the arm run it changes."""
     head = ["cell", "seeds", "this experiment", f"{reference.name}: same arm", f"{reference.name}: base",
             "vs same arm (per seed)", "vs base (per seed)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -219,9 +228,11 @@ def reference_table(results: Path, reference: Path, cells: list[CellResult], dat
         mine = seed_averages(results, cell.arm, cell.setting, dataset)
         if not mine:  # this cell was not scored on `dataset`
             continue
-        same = seed_averages(reference, cell.arm, cell.setting, dataset)
+        same_arm = variant_parent(reference, cell.arm, cell.setting, variants) \
+            if cell.arm in (variants or {}) else cell.arm
+        same = seed_averages(reference, same_arm, cell.setting, dataset)
         base = seed_averages(reference, "base", cell.setting, dataset)
-        # an arm of this experiment only (a variant) has no same arm there: it is compared with base alone
+        # an arm the reference never ran (nor the arm it changes) is compared with base alone
         has_same = bool(same)
         seeds = sorted(s for s in mine if s in base and (s in same or not has_same))
         if not seeds:
@@ -229,7 +240,8 @@ def reference_table(results: Path, reference: Path, cells: list[CellResult], dat
                          f"(no cell with these seeds in {reference}) | | | |")
             continue
         row = [f"{cell.arm} {cell.setting}", ",".join(map(str, seeds)), _spread([mine[s] for s in seeds]),
-               _spread([same[s] for s in seeds]) if has_same else "–", _spread([base[s] for s in seeds])]
+               (_spread([same[s] for s in seeds]) + ("" if same_arm == cell.arm else f" ({same_arm})"))
+               if has_same else "–", _spread([base[s] for s in seeds])]
         for other in (same if has_same else None, base):
             if other is None:
                 row.append("–")
@@ -336,15 +348,12 @@ def single_run_table(results: Path, cells: list[CellResult], dataset: str = "xqu
 def variant_table(results: Path, cells: list[CellResult], variants: dict, dataset: str = "xquad") -> str:
     """Each variant against the arm it changes, paired by few-shot sample and fine-tuning seed.
 
-    A variant is pre-trained with the seed and data build of its arm's first run, so its parent is
-    ``<arm>-p1`` where the grid replicated the arm, else ``<arm>``: the option is the one difference.
-    The interval is over fine-tuning seeds (one pre-training run each)."""
+    The option the variant sets is the one difference (see ``variant_parent``). The interval is over
+    fine-tuning seeds (one pre-training run each)."""
     head = ["variant", "against", "setting", "seeds", "per seed: paired difference", "mean [95% interval over seeds]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cell in sorted((c for c in cells if c.task == "qa" and c.arm in variants), key=lambda c: (c.arm, c.setting)):
-        parent = variants[cell.arm].get("arm", "")
-        if (results / "qa" / f"{parent}-p1" / cell.setting).is_dir():
-            parent = f"{parent}-p1"
+        parent = variant_parent(results, cell.arm, cell.setting, variants)
         mine = seed_averages(results, cell.arm, cell.setting, dataset)
         ref = seed_averages(results, parent, cell.setting, dataset)
         seeds = sorted(set(mine) & set(ref))
@@ -504,7 +513,8 @@ def build_report(results: str | Path, title: str = "") -> Path:
         for dataset, name in COMPARED_DATASETS:
             if any(seed_averages(results, c.arm, c.setting, dataset) for c in cells if c.task == "qa"):
                 out += [f"## Against `{reference}` (the same seeds; {name})", "",
-                        reference_table(results, reference, cells, dataset) if reference.is_dir()
+                        reference_table(results, reference, cells, dataset, grid.get("variants"))
+                        if reference.is_dir()
                         else f"(the reference folder {reference} is not here)\n", ""]
                 # the reference's own paired differences over pre-training runs, on this experiment's seeds
                 mine = {}
