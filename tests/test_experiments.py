@@ -223,6 +223,15 @@ def test_a_variant_is_compared_seed_by_seed_with_the_run_it_changes(tmp_path):
            "| +1.67 [-1.20, +4.54] |" in report
     assert "## Variants against the arm they change (english-dev" in report
     assert "## Variants against the arm they change (XQuAD" not in report  # not scored there
+    # without the arm's cells here, the variant meets them in the reference grid the experiment names
+    shutil.move(results / "qa" / "full-p1", tmp_path / "full-p1")
+    reference = tmp_path / "replicates"
+    (reference / "qa").mkdir(parents=True)
+    shutil.move(tmp_path / "full-p1", reference / "qa" / "full-p1")
+    (results / "grid.yaml").write_text(yaml.safe_dump({"name": "dev-data", "compare_with": str(reference),
+                                                       "variants": {"distract3": {"arm": "full"}}}))
+    assert f"| CLISM+CACR+MLM (pre-training run 1) in `{reference}` | k256 | 1,2,3 | +1.00, +3.00, +1.00 " \
+        in build_report(results).read_text()
 
 
 def test_replicated_arms_get_paired_differences_with_intervals_over_pretraining_runs(tmp_path):

@@ -345,21 +345,30 @@ def single_run_table(results: Path, cells: list[CellResult], dataset: str = "xqu
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
-def variant_table(results: Path, cells: list[CellResult], variants: dict, dataset: str = "xquad") -> str:
+def variant_table(results: Path, cells: list[CellResult], variants: dict, dataset: str = "xquad",
+                  reference: Path | None = None) -> str:
     """Each variant against the arm it changes, paired by few-shot sample and fine-tuning seed.
 
-    The option the variant sets is the one difference (see ``variant_parent``). The interval is over
-    fine-tuning seeds (one pre-training run each)."""
+    The option the variant sets is the one difference (see ``variant_parent``). The arm's cells are
+    read from this folder or, where it has none with these seeds, from the reference grid (the same
+    pre-trained model, seed and sample give the same F1). The interval is over fine-tuning seeds
+    (one pre-training run each)."""
     head = ["variant", "against", "setting", "seeds", "per seed: paired difference", "mean [95% interval over seeds]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cell in sorted((c for c in cells if c.task == "qa" and c.arm in variants), key=lambda c: (c.arm, c.setting)):
-        parent = variant_parent(results, cell.arm, cell.setting, variants)
         mine = seed_averages(results, cell.arm, cell.setting, dataset)
-        ref = seed_averages(results, parent, cell.setting, dataset)
-        seeds = sorted(set(mine) & set(ref))
+        parent, seeds, where = "", [], ""
+        for folder in (results, reference):
+            if folder is not None and folder.is_dir():
+                parent = variant_parent(folder, cell.arm, cell.setting, variants)
+                ref = seed_averages(folder, parent, cell.setting, dataset)
+                seeds = sorted(set(mine) & set(ref))
+                if seeds:
+                    where = "" if folder == results else f" in `{folder}`"
+                    break
         if seeds:
             diffs = [mine[s] - ref[s] for s in seeds]
-            lines.append(f"| {arm_label(cell.arm, variants)} | {arm_label(parent)} | {cell.setting} | "
+            lines.append(f"| {arm_label(cell.arm, variants)} | {arm_label(parent)}{where} | {cell.setting} | "
                          f"{','.join(map(str, seeds))} | " + ", ".join(f"{d:+.2f}" for d in diffs)
                          + f" | {_interval(diffs)} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
@@ -496,7 +505,8 @@ def build_report(results: str | Path, title: str = "") -> Path:
                     "reference pre-trained once (without `-p<N>`) is the same model in every run, so its own "
                     "run-to-run spread is not in the interval.", "",
                     replicates, ""]
-        changed = variant_table(results, cells, grid.get("variants") or {}, dataset)
+        changed = variant_table(results, cells, grid.get("variants") or {}, dataset,
+                                Path(grid["compare_with"]) if grid.get("compare_with") else None)
         if changed:
             out += [f"## Variants against the arm they change ({name})", "",
                     "A variant is pre-trained with its arm's first run's seed and data build, so the option it "
