@@ -11,6 +11,7 @@ from clism.cli import main
 from clism.benchmarks.qa import Answer, QAExample
 from clism.tasks.qa.features import build_features
 from clism.tasks.qa.postprocess import best_spans
+from clism.errors import InputError
 from clism.models import registry
 from clism.models.span_model import QUE_TOKEN, ensure_que_token, load_span_model
 from clism.tasks.qa.run import QAEvalOptions, QAFinetuneOptions, few_shot_sample, run_evaluate, run_finetune
@@ -224,6 +225,38 @@ def test_the_dev_set_holds_whole_articles_apart_from_training(mirror, tmp_path):
     assert summary[DEV_SET]["en"]["seeds"] == 1
     log = json.loads((tmp_path / "run/seed-1/train_log.json").read_text())
     assert log["train_questions"] == 3  # 5 articles of one question each, 2 held out
+
+
+def test_xling_dev_scores_non_english_train_questions_never_trained_on(mirror, tmp_path):
+    import hashlib
+
+    from clism.errors import NotFoundError
+    from clism.tasks.qa.run import XLING_DEV_SET
+
+    base = tiny_checkpoint(tmp_path / "base")
+    options = dict(model=str(base), head="qass", seeds=[1], max_steps=1, batch_size=2, max_length=96,
+                   eval_datasets=[], data_dir=str(mirror), xling_dev_questions=2)
+    with pytest.raises(NotFoundError, match="no non-English TyDiQA-GoldP train file"):
+        run_finetune(QAFinetuneOptions(**options, out=str(tmp_path / "none")))
+    context = "서울은 한국의 수도이다."
+    qas = [{"id": f"korean-{i}", "question": "한국의 수도는?", "answers": [{"text": "서울", "answer_start": 0}]}
+           for i in range(3)]
+    write(mirror / "tydiqa_goldp_v1.1/korean_tydiqa_train.json.gz",
+          json.dumps({"data": [{"title": "k", "paragraphs": [{"context": context, "qas": qas}]}]},
+                     ensure_ascii=False), gz=True)
+    (mirror / "SHA256SUMS").write_text("".join(
+        f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.relative_to(mirror)}\n"
+        for f in sorted(mirror.rglob("*")) if f.is_file() and f.name != "SHA256SUMS"))
+    summary = run_finetune(QAFinetuneOptions(**options, out=str(tmp_path / "run")))
+    assert set(summary) == {XLING_DEV_SET}  # English (in the training pool) is not a development language
+    scored = json.loads((tmp_path / "run/seed-1/metrics.json").read_text())["results"][XLING_DEV_SET]
+    assert list(scored) == ["ko"] and scored["ko"]["total"] == 2  # the first two questions
+    # a training file that holds those questions cannot also score on them
+    pool_file = write(tmp_path / "train.json", json.dumps(
+        {"version": "1.1", "data": [{"title": "k", "paragraphs": [{"context": context, "qas": qas}]}]},
+        ensure_ascii=False))
+    with pytest.raises(InputError, match="also in the training pool"):
+        run_finetune(QAFinetuneOptions(**{**options, "train_data": str(pool_file)}, out=str(tmp_path / "leak")))
 
 
 def test_two_processes_fine_tune_and_evaluate_once(mirror, tmp_path):

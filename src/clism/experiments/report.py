@@ -173,11 +173,11 @@ def comparison_table(cells: list[CellResult], setting: str, arm_a: str, arm_b: s
 
 
 def per_seed_table(results: Path, cells: list[CellResult]) -> str:
-    """Each few-shot cell's F1 per fine-tuning seed (english-dev, where present, and XQuAD
+    """Each few-shot cell's F1 per fine-tuning seed (the development sets, where present, and XQuAD,
     averaged over languages): the numbers every paired difference is made of."""
     few_shot = sorted((c for c in cells if c.task == "qa" and c.setting.startswith("k")),
                       key=lambda c: (int(c.setting[1:]), arm_order(c.arm)))
-    datasets = [d for d in ("english-dev", "xquad") if any(d in c.summary for c in few_shot)]
+    datasets = [d for d in ("english-dev", "xling-dev", "xquad") if any(d in c.summary for c in few_shot)]
     if not few_shot or not datasets:
         return ""
     lines = ["| k | arm | " + " | ".join(f"{d} F1 per seed" for d in datasets) + " |",
@@ -207,7 +207,10 @@ def _spread(values: list[float]) -> str:
 # The datasets arms are compared on, with how the report names them: XQuAD is what is reported, english-dev
 # (held-out English questions) is where settings are chosen.
 COMPARED_DATASETS = (("xquad", "XQuAD F1 averaged over languages"),
-                     ("english-dev", "english-dev F1: held-out English questions, where settings are chosen"))
+                     ("english-dev", "english-dev F1: held-out English questions, where settings are chosen"),
+                     ("xling-dev", "xling-dev F1: TyDiQA-GoldP train questions in languages other than English "
+                                   "(Korean, Swahili in the mirror), never trained on: where cross-lingual "
+                                   "settings are chosen"))
 
 
 def variant_parent(results: Path, variant: str, setting: str, variants: dict) -> str:

@@ -77,6 +77,9 @@ class QAFinetuneOptions(FinetuneOptions):
     dev_questions: int = option(0, "hold out whole English articles with at least this many questions from the "
                                    "training pool and evaluate on them as english-dev: choose settings on it, "
                                    "not on the test sets (0: none)")
+    xling_dev_questions: int = option(0, "evaluate on the first N questions of each non-English TyDiQA-GoldP *train* "
+                                         "file present (ko, sw in the mirror) as xling-dev: where cross-lingual "
+                                         "settings are chosen, never trained on here (0: none)")
     eval_datasets: list[str] = default_of(EvalSettings, "eval_datasets", ["xquad"])
     out: str = option("runs/qa", "output directory")
 
@@ -119,6 +122,34 @@ def hold_out_dev(pool: list[QAExample], questions: int) -> tuple[list[QAExample]
     train = [e for e in pool if (e.title or e.id) not in held]
     dev = [e for e in pool if (e.title or e.id) in held]
     return train, dev
+
+
+XLING_DEV_SET = "xling-dev"
+
+
+def xling_dev_sets(questions: int, data_dir: str | None, pool: list[QAExample]) -> list[EvalSet]:
+    """Development sets in languages other than English: the first ``questions`` of each TyDiQA-GoldP
+    train file present but English's (whose questions are in the English training pool). Train files,
+    so the benchmark's dev split stays for reporting; a question also in the training pool is refused."""
+    if questions <= 0:
+        return []
+    spec = get_dataset("tydiqa_goldp")
+    langs = sorted(lang for lang, splits in inventory(spec, data_dir).items() if "train" in splits and lang != "en")
+    if not langs:
+        raise NotFoundError("--xling-dev-questions: no non-English TyDiQA-GoldP train file here (the mirror has "
+                            "korean and swahili); see `clism data list`, or set it to 0")
+    pool_ids = {e.id for e in pool}
+    sets = []
+    for lang in langs:
+        examples, _ = load_qa("tydiqa_goldp", lang, "train", data_dir, require_valid_answers=False)
+        examples = examples[:questions]
+        shared = [e.id for e in examples if e.id in pool_ids]
+        if shared:
+            raise InputError(f"xling-dev {lang}: {len(shared)} questions (e.g. {shared[0]}) are also in the "
+                             "training pool; train on other data or set --xling-dev-questions 0")
+        sets.append(EvalSet(XLING_DEV_SET, lang, lang, examples, _gold(examples)))
+    log.info("xling-dev: %s", ", ".join(f"{s.lang} {len(s.examples)}" for s in sets))
+    return sets
 
 
 def few_shot_sample(pool: list[QAExample], k: int, seed: int) -> list[QAExample]:
@@ -262,7 +293,9 @@ def run_finetune(opts: QAFinetuneOptions) -> dict:
                            opts.max_eval_examples) if opts.eval_datasets else []
     if dev:
         log.info("english-dev: %d questions held out of the training pool (%d left)", len(dev), len(pool))
-        sets.insert(0, EvalSet(DEV_SET, "en", "en", dev, _gold(dev)))
+    # the development sets first: where settings are chosen; then the benchmarks that are reported
+    sets = ([EvalSet(DEV_SET, "en", "en", dev, _gold(dev))] if dev else []) \
+        + xling_dev_sets(opts.xling_dev_questions, opts.data_dir, pool) + sets
     per_seed = run_seeds(out, opts.seeds, lambda seed, run_dir: finetune_one_seed(opts, pool, seed, sets, run_dir))
     k = f"{opts.train_examples} examples" if opts.train_examples else "full training set"
     title = f"{opts.model}, head {opts.head}, {k}, seeds {','.join(map(str, opts.seeds))}"
