@@ -44,6 +44,25 @@ def test_the_head_gets_its_own_learning_rate(tmp_path):
     assert first["head_moved"] > 0
 
 
+def test_layer_wise_decay_slows_the_lower_layers_and_leaves_the_head_alone():
+    from clism.training.engine import parameter_groups
+
+    torch.manual_seed(0)
+    encoder, _ = tiny_models.tiny_model(hidden_size=32, num_layers=3)
+    model = SpanExtractionModel(encoder, "qass")
+    settings = TrainSettings(lr=1e-3, layer_lr_decay=0.5, head_lr_scale=4)
+    lrs = {g["name"]: g["lr"] for g in parameter_groups(model, settings, lambda n: n.startswith("head."))}
+    # top layer (2 of 3) at lr, then halving per layer down to the embeddings
+    assert lrs["encoder_L02"] == pytest.approx(1e-3) and lrs["encoder_L01"] == pytest.approx(5e-4)
+    assert lrs["encoder_L00"] == pytest.approx(2.5e-4) and lrs["encoder_emb"] == pytest.approx(1.25e-4)
+    assert lrs["encoder_L00_no_decay"] == lrs["encoder_L00"] and lrs["head"] == pytest.approx(4e-3)
+    every = [p for g in parameter_groups(model, settings, lambda n: n.startswith("head.")) for p in g["params"]]
+    assert len(every) == len(set(map(id, every))) == len([p for p in model.parameters() if p.requires_grad])
+    # without decay: one encoder group, as before
+    names = [g["name"] for g in parameter_groups(model, TrainSettings(lr=1e-3), lambda n: n.startswith("head."))]
+    assert names == ["encoder", "encoder_no_decay", "head", "head_no_decay"]
+
+
 def test_head_warmup_trains_the_head_alone_then_everything():
     job = qa_job()
     encoder_before = {k: v.clone() for k, v in job.model.encoder.state_dict().items()}

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from contextlib import nullcontext
@@ -113,19 +114,38 @@ class Result:
 # --------------------------------------------------------------------------- optimizer
 
 
+ENCODER_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+
+
 def parameter_groups(model: torch.nn.Module, settings: TrainSettings, is_head: Callable[[str], bool]) -> list[dict]:
     """Encoder and head, each split into decayed weights and undecayed biases/LayerNorms.
-    The head's learning rate is ``lr * head_lr_scale``."""
+    The head's learning rate is ``lr * head_lr_scale``. With ``layer_lr_decay`` below 1 the encoder
+    is split by depth too: layer i of L at ``lr * decay^(L-1-i)``, the embeddings at ``lr * decay^L``
+    (other encoder parameters, such as a pooler, at ``lr``)."""
+    named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    layers = 1 + max((int(m.group(1)) for name, _ in named if (m := ENCODER_LAYER.search(name)) and not is_head(name)),
+                     default=-1)
+    by_depth = settings.layer_lr_decay != 1.0
+
+    def part_of(name: str) -> tuple[str, int]:  # (group name, steps of decay below the top)
+        if is_head(name):
+            return "head", 0
+        if not by_depth:
+            return "encoder", 0
+        match = ENCODER_LAYER.search(name)
+        if match:
+            return f"encoder_L{int(match.group(1)):02d}", layers - 1 - int(match.group(1))
+        return ("encoder_emb", layers) if "embed" in name else ("encoder", 0)
+
     groups: dict[tuple[str, bool], list] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        part = "head" if is_head(name) else "encoder"
+    depth: dict[str, int] = {}
+    for name, param in named:
+        part, depth[part] = part_of(name)
         decay = not (param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)
         groups.setdefault((part, decay), []).append(param)
     out = []
-    for (part, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0] != "encoder", not kv[0][1])):
-        lr = settings.lr * (settings.head_lr_scale if part == "head" else 1.0)
+    for (part, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0] == "head", kv[0][0], not kv[0][1])):
+        lr = settings.lr * (settings.head_lr_scale if part == "head" else settings.layer_lr_decay ** depth[part])
         out.append({"params": params, "lr": lr, "weight_decay": settings.weight_decay if decay else 0.0,
                     "name": f"{part}{'' if decay else '_no_decay'}"})
     return out

@@ -44,6 +44,9 @@ class OptimSettings:
     lr: float = option(3e-5, "peak learning rate of the encoder")
     head_lr_scale: float = option(1.0, "learning rate of the task head (span head, NER classifier, a created MLM "
                                        "head) as a multiple of lr")
+    layer_lr_decay: float = option(1.0, "layer-wise learning-rate decay: encoder layer i of L trains at "
+                                        "lr * decay^(L-1-i), the embeddings at lr * decay^L, so the lower layers "
+                                        "move less (1: one rate for all)", minimum=1e-6)
     batch_size: int = option(32, "examples per optimizer step, all processes and accumulation steps together", minimum=1)
     micro_batch_size: int = option(0, "examples per forward pass and process (gradient accumulation); "
                                       "0: batch_size / processes")
