@@ -452,7 +452,7 @@ def _wall_time(results: Path) -> tuple[float, list[dict]]:
     return sum(r["seconds"] for r in records), records
 
 
-def _pretrain_rows(results: Path) -> list[str]:
+def _pretrain_rows(results: Path, variants: dict | None = None) -> list[str]:
     rows = []
     for arm in sorted((p.name for p in (results / "pretrain").glob("*")), key=arm_order):
         summary_path = results / "pretrain" / arm / "summary.json"
@@ -465,7 +465,7 @@ def _pretrain_rows(results: Path) -> list[str]:
         end = [r for r in logged if r["step"] > 0.75 * logged[-1]["step"]]
         losses = " · ".join(f"{k[5:]} {logged[0][k]:.3f} → {sum(r[k] for r in end) / len(end):.3f}"
                             for k in ("loss_clism", "loss_cacr", "loss_mlm") if logged[0].get(k))
-        rows.append(f"| {arm_label(arm)} | {summary['steps']} | {summary['seconds']:.0f} | {losses} |")
+        rows.append(f"| {arm_label(arm, variants)} | {summary['steps']} | {summary['seconds']:.0f} | {losses} |")
     return rows
 
 
@@ -551,7 +551,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
     if losses:
         out += ["## Few-shot training loss (mean of the 5 steps up to each step count, then over seeds)", "",
                 losses, ""]
-    rows = _pretrain_rows(results)
+    rows = _pretrain_rows(results, grid.get("variants"))
     if rows:
         out += ["## Pre-training (the same budget for every arm)", "",
                 "| arm | steps | seconds | losses, first step → mean of the steps logged in the last quarter |",
