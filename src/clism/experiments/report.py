@@ -172,7 +172,7 @@ def comparison_table(cells: list[CellResult], setting: str, arm_a: str, arm_b: s
     return "\n".join(lines) + "\n"
 
 
-def per_seed_table(results: Path, cells: list[CellResult]) -> str:
+def per_seed_table(results: Path, cells: list[CellResult], variants: dict | None = None) -> str:
     """Each few-shot cell's F1 per fine-tuning seed (the development sets, where present, and XQuAD,
     averaged over languages): the numbers every paired difference is made of."""
     few_shot = sorted((c for c in cells if c.task == "qa" and c.setting.startswith("k")),
@@ -186,7 +186,7 @@ def per_seed_table(results: Path, cells: list[CellResult]) -> str:
         per_seed = [seed_averages(results, c.arm, c.setting, d) for d in datasets]
         cols = [" / ".join(f"{v:.2f}" for _, v in sorted(f1.items())) + f" (seeds {','.join(map(str, sorted(f1)))})"
                 if f1 else "–" for f1 in per_seed]
-        lines.append(f"| {c.setting[1:]} | {arm_label(c.arm)} | " + " | ".join(cols) + " |")
+        lines.append(f"| {c.setting[1:]} | {arm_label(c.arm, variants)} | " + " | ".join(cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -327,7 +327,8 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
-def single_run_table(results: Path, cells: list[CellResult], dataset: str = "xquad") -> str:
+def single_run_table(results: Path, cells: list[CellResult], dataset: str = "xquad",
+                     variants: dict | None = None) -> str:
     """Each arm pre-trained once against base, paired by few-shot sample and fine-tuning seed.
     The interval is over fine-tuning seeds: it leaves out the spread between pre-training runs."""
     from clism.experiments.grid import split_replicate
@@ -343,7 +344,7 @@ def single_run_table(results: Path, cells: list[CellResult], dataset: str = "xqu
         seeds = sorted(set(mine) & set(base))
         if seeds:
             diffs = [mine[s] - base[s] for s in seeds]
-            lines.append(f"| {arm_label(cell.arm)} | {cell.setting} | {','.join(map(str, seeds))} | "
+            lines.append(f"| {arm_label(cell.arm, variants)} | {cell.setting} | {','.join(map(str, seeds))} | "
                          + ", ".join(f"{d:+.2f}" for d in diffs) + f" | {_interval(diffs)} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
@@ -516,7 +517,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
                     "sets is the one difference. Paired by few-shot sample and fine-tuning seed; the interval is "
                     "over fine-tuning seeds, so it leaves out the spread between pre-training runs.", "",
                     changed, ""]
-        single = single_run_table(results, cells, dataset)
+        single = single_run_table(results, cells, dataset, grid.get("variants"))
         if single:
             out += [f"## Arms pre-trained once, against base ({name})", "",
                     "Paired by few-shot sample and fine-tuning seed; the interval is over fine-tuning seeds, so "
@@ -544,7 +545,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
     out += ["## Ablation", "", ablation_table(cells, k), "",
             "## Few-shot XQuAD F1 (average over languages, mean ± std over seeds)", "", few_shot_table(cells), ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in made if p] + [""]
-    seeds = per_seed_table(results, cells)
+    seeds = per_seed_table(results, cells, grid.get("variants"))
     if seeds:
         out += ["## Few-shot F1 per fine-tuning seed (averaged over languages)", "", seeds, ""]
     losses = training_loss_table(results, cells)
