@@ -223,6 +223,14 @@ def test_a_variant_is_compared_seed_by_seed_with_the_run_it_changes(tmp_path):
            "| +1.67 [-1.20, +4.54] |" in report
     assert "## Variants against the arm they change (english-dev" in report
     assert "## Variants against the arm they change (XQuAD" not in report  # not scored there
+    # a variant of a variant names the arm it changes
+    _fake_cell(results, "distract3-long", "k256", {1: None, 2: None, 3: None}, english_dev={1: 50.0, 2: 50.0, 3: 50.0})
+    (results / "grid.yaml").write_text(yaml.safe_dump({"name": "dev-data", "variants": {
+        "distract3": {"arm": "full", "label": "3 distractor sentences"},
+        "distract3-long": {"arm": "full", "label": "the same, longer", "against": "distract3"}}}))
+    assert "| the same, longer | 3 distractor sentences | k256 | 1,2,3 | +1.00, -3.00, +3.00 |" \
+        in build_report(results).read_text()
+    shutil.rmtree(results / "qa" / "distract3-long")
     # without the arm's cells here, the variant meets them in the reference grid the experiment names
     shutil.move(results / "qa" / "full-p1", tmp_path / "full-p1")
     reference = tmp_path / "replicates"

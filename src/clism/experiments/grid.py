@@ -171,10 +171,10 @@ def load_grid(path: str | Path) -> GridConfig:
         if not isinstance(variant, dict) or ARMS.get(variant.get("arm")) is None or name in ARMS:
             raise ConfigError(f"{path}: variants: {name} needs `arm:` one of the pre-trained arms "
                               f"{[a for a in ARMS if ARMS[a]]} (and a name of its own)")
-        unknown = sorted(set(variant) - {"arm", "label", "pretrain", "build_data"})
+        unknown = sorted(set(variant) - {"arm", "label", "pretrain", "build_data", "against"})
         if unknown:
             raise ConfigError(f"{path}: variants: {name}: unknown key(s) {unknown}; known: arm, label, pretrain, "
-                              "build_data")
+                              "build_data, against (the arm its report compares it with)")
         from_dict(PretrainOptions, variant.get("pretrain", {}), f"{path}: variants: {name}: pretrain")
         from_dict(BuildDataOptions, variant.get("build_data", {}), f"{path}: variants: {name}: build_data")
     known = list(ARMS) + list(grid.variants)

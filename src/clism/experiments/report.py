@@ -214,8 +214,11 @@ COMPARED_DATASETS = (("xquad", "XQuAD F1 averaged over languages"),
 
 
 def variant_parent(results: Path, variant: str, setting: str, variants: dict) -> str:
-    """The arm run a variant changes: ``<arm>-p1`` where ``results`` replicated its arm, else ``<arm>``.
-    A variant is pre-trained with its arm's first run's seed and data build."""
+    """The arm run a variant changes: its ``against:`` where the grid names one (a variant of a
+    variant), else ``<arm>-p1`` where ``results`` replicated its arm, else ``<arm>``. A variant is
+    pre-trained with its arm's first run's seed and data build."""
+    if variants[variant].get("against"):
+        return variants[variant]["against"]
     parent = variants[variant].get("arm", "")
     return f"{parent}-p1" if (results / "qa" / f"{parent}-p1" / setting).is_dir() else parent
 
@@ -372,7 +375,7 @@ def variant_table(results: Path, cells: list[CellResult], variants: dict, datase
                     break
         if seeds:
             diffs = [mine[s] - ref[s] for s in seeds]
-            lines.append(f"| {arm_label(cell.arm, variants)} | {arm_label(parent)}{where} | {cell.setting} | "
+            lines.append(f"| {arm_label(cell.arm, variants)} | {arm_label(parent, variants)}{where} | {cell.setting} | "
                          f"{','.join(map(str, seeds))} | " + ", ".join(f"{d:+.2f}" for d in diffs)
                          + f" | {_interval(diffs)} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
