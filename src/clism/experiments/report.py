@@ -517,7 +517,8 @@ def build_report(results: str | Path, title: str = "") -> Path:
         if changed:
             out += [f"## Variants against the arm they change ({name})", "",
                     "A variant is pre-trained with its arm's first run's seed and data build, so the option it "
-                    "sets is the one difference. Paired by few-shot sample and fine-tuning seed; the interval is "
+                    "sets is the one difference (a variant of a variant meets the arm its `against:` names). "
+                    "Paired by few-shot sample and fine-tuning seed; the interval is "
                     "over fine-tuning seeds, so it leaves out the spread between pre-training runs.", "",
                     changed, ""]
         single = single_run_table(results, cells, dataset, grid.get("variants"))
@@ -527,6 +528,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
                     "it leaves out the spread between pre-training runs.", "", single, ""]
     if grid.get("compare_with"):
         reference = Path(grid["compare_with"])
+        reference_cells = read_cells(reference) if reference.is_dir() else []
         for dataset, name in COMPARED_DATASETS:
             if any(seed_averages(results, c.arm, c.setting, dataset) for c in cells if c.task == "qa"):
                 out += [f"## Against `{reference}` (the same seeds; {name})", "",
@@ -538,8 +540,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
                 for c in cells:
                     if c.task == "qa":
                         mine.setdefault(c.setting, set()).update(seed_averages(results, c.arm, c.setting, dataset))
-                there = replicate_table(reference, read_cells(reference), dataset, only=mine) \
-                    if reference.is_dir() else ""
+                there = replicate_table(reference, reference_cells, dataset, only=mine) if reference_cells else ""
                 if there:
                     out += [f"### `{reference}` over its pre-training runs, on this experiment's settings and "
                             "seeds", "", there, ""]
