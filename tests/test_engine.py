@@ -326,3 +326,42 @@ def test_a_rerun_removes_what_a_killed_process_left_of_its_atomic_writes(tmp_pat
     (tmp_path / ".notes.tmp").write_text("not ours: no pid")
     assert remove_stale_temporaries(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["seed-1", mine.name, ".notes.tmp"])
+
+
+def test_a_ctrl_c_swallowed_on_its_way_still_stops_the_run_at_the_next_step(qa_inputs, tmp_path, monkeypatch,
+                                                                             capsys, caplog):
+    """Python drops a KeyboardInterrupt raised inside ``__del__`` (or a GC callback): a Ctrl-C that
+    lands there used to be lost and the command ran to the end. It must stop at the next step,
+    with the resume message and status 130, and the rerun must go on from the checkpoint."""
+    import clism.tasks.qa.features as features
+
+    class DroppedOnItsWay:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # the handler raises here; Python prints and drops it
+
+    calls = []
+    real_collate = features.collate
+
+    def collate_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            DroppedOnItsWay()  # freed at once: the Ctrl-C arrives inside its __del__
+        return real_collate(*args, **kwargs)
+
+    base, train_file = qa_inputs
+    out = tmp_path / "run"
+    args = finetune_args(base, train_file, out, "--max-steps", "8", "--checkpoint-every", "1")
+    dropped = []  # what Python drops, as it prints "Exception ignored in ..."
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: dropped.append(unraisable.exc_type))
+    monkeypatch.setattr(features, "collate", collate_then_ctrl_c)
+    assert main(args) == 130
+    assert dropped == [KeyboardInterrupt]  # the Ctrl-C was swallowed on its way, as on a busy machine
+    assert "Run the same command again to continue" in capsys.readouterr().err
+    state = json.loads((out / "seed-1" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 3  # step 3 finished (its batch was already made), step 4 never began
+    assert len(calls) == 3
+    monkeypatch.setattr(features, "collate", real_collate)
+    with caplog.at_level("INFO"):
+        assert main(args) == 0
+    assert "resumed at step 3" in caplog.text
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the CLI restores Python's handler

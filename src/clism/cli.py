@@ -11,6 +11,7 @@ from typing import Callable, Optional
 from clism import __version__
 from clism.config import ConfigError, add_arguments, option, resolve, save_config
 from clism.errors import ClismError, NotFoundError
+from clism.interrupt import recording_ctrl_c, stop_if_requested
 
 
 
@@ -370,7 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     name = f"clism {' '.join(filter(None, [args.group, args.command]))}"
     # Only a user's errors become one-line messages; anything else is a bug and keeps its traceback.
     try:
-        return handler(resolve(options_cls, args))
+        with recording_ctrl_c():
+            status = handler(resolve(options_cls, args))
+            stop_if_requested()  # a Ctrl-C that was swallowed after the last safe point
+        return status
     except ClismError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from clism.config import ConfigError, from_dict, load_file, option
+from clism.interrupt import stop_if_requested
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +396,8 @@ def run_cell(grid: GridConfig, cell: Cell, model: str, data_dir: str | None) -> 
         qa = grid.qa
         zero = cell.setting == "zero-shot"
         run_finetune(QAFinetuneOptions(
-            model=model, head=qa.head, train_data=qa.train_data, train_examples=0 if zero else cell.k, seeds=cell.seeds, lr=qa.lr,
+            model=model, head=qa.head, train_data=qa.train_data, train_examples=0 if zero else cell.k,
+            seeds=cell.seeds, lr=qa.lr,
             batch_size=qa.batch_size, epochs=qa.zero_shot_epochs,
             max_steps=qa.zero_shot_steps if zero else qa.steps_for(cell.k), max_length=qa.max_length,
             doc_stride=qa.doc_stride, dropout=qa.dropout, freeze_word_embeddings=qa.freeze_word_embeddings,
@@ -432,6 +434,7 @@ def run_pending(grid: GridConfig, cells: list[Cell], data_dir: str | None) -> li
     each cell's wall time, pre-training excluded, goes to ``ledger.jsonl``."""
     statuses = []
     for i, cell in enumerate(cells, 1):
+        stop_if_requested()
         done = finished_seeds(grid, cell)
         if len(done) == len(cell.seeds):
             statuses.append((cell, "done"))

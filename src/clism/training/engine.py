@@ -37,6 +37,7 @@ import torch
 from clism.config import ConfigError, changed_settings
 from clism.errors import InputError, NotFoundError, TrainingDivergedError
 from clism.files import write_atomic
+from clism.interrupt import stop_if_requested
 from clism.training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -404,6 +405,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
     while step < total:
         plan = plan_of(epoch)
         while batch_in_epoch < len(plan) and step < total:
+            stop_if_requested()
             if head_only and step >= settings.head_warmup_steps:
                 set_head_only(False)
                 head_only = False

@@ -23,6 +23,7 @@ from clism.benchmarks.ner import NERSentence, entity_types, read_ner, to_iob2
 from clism.benchmarks.registry import get_dataset, inventory
 from clism.errors import InputError, NotFoundError
 from clism.files import write_atomic
+from clism.interrupt import stop_if_requested
 from clism.models.backbone import inference_dtype_option
 from clism.evaluation.ner_metrics import entity_scores
 from clism.tasks.runs import (claim_output_folder, claim_run_folder, push_model, record_training, run_seeds,
@@ -107,6 +108,7 @@ def predict_tags(model, tokenizer, sentences: list[NERSentence], max_length: int
     with torch.inference_mode(), inference_precision(device), \
             tqdm(total=len(order), desc=desc, unit="win", leave=False) as bar:
         for start in range(0, len(order), batch_size):
+            stop_if_requested()
             idx = order[start: start + batch_size]
             batch = collate_ner([features[i] for i in idx], tokenizer.pad_token_id, False)
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits

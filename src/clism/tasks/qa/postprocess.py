@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from clism.benchmarks.qa import QAExample
+from clism.interrupt import stop_if_requested
 from clism.tasks.qa.features import QAFeature, collate
 
 
@@ -49,6 +50,7 @@ def window_logits(model, features: list[QAFeature], pad_id: int, batch_size: int
     with torch.inference_mode(), inference_precision(device), \
             tqdm(total=len(order), desc=desc, unit="win", leave=False) as bar:
         for start in range(0, len(order), batch_size):
+            stop_if_requested()
             idx = order[start: start + batch_size]
             batch = {k: v.to(device) for k, v in collate([features[i] for i in idx], pad_id, False).items()}
             out = model(**batch)
