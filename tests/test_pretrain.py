@@ -117,6 +117,18 @@ def test_full_run_losses_fall_and_checkpoint_loads_for_finetuning(base, data_dir
     assert last["loss_clism"] < 0.7 * first["loss_clism"]
     assert last["loss_cacr"] < first["loss_cacr"]
     assert last["loss_mlm"] > 0 and 0 <= last["data_wait_share"] < 1
+    # the summary says how far each part moved from where it started, layer by layer
+    from safetensors.torch import load_file
+
+    moved = json.loads((out / "summary.json").read_text())["moved"]
+    assert set(moved) == {"encoder_emb", "encoder_L00", "encoder_L01", "head"}
+    assert moved["head"] == log[-1]["head_moved"] and all(v > 0 for v in moved.values())
+    before = load_file(str(base / "model.safetensors"))
+    after = load_file(str(out / "model" / "model.safetensors"))
+    layer = [k for k in before if ".layer.1." in k]  # every weight of layer 1, read back from the files
+    change = sum(float((after[k] - before[k]).pow(2).sum()) for k in layer) ** 0.5
+    assert moved["encoder_L01"] == pytest.approx(change / sum(float(before[k].pow(2).sum()) for k in layer) ** 0.5,
+                                                 abs=1e-5)
     from clism.models.span_model import load_span_model
     from clism.tasks.ner.run import load_token_classifier
 
@@ -229,6 +241,9 @@ def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(base, data
         assert torch.equal(a[key], b[key]), key
     steps = [r["step"] for r in read_log(killed)]
     assert steps == sorted(set(steps)) and steps[-1] == 40
+    # how far each layer moved is measured from the loaded encoder, not from the checkpoint resumed
+    moved = json.loads((killed / "summary.json").read_text())["moved"]
+    assert moved == json.loads((tmp_path / "straight" / "summary.json").read_text())["moved"]
 
 
 def test_cacr_negatives_are_gathered_across_two_processes(tmp_path):

@@ -66,7 +66,8 @@ def load_pretrain_model(opts: PretrainOptions):
 def pretrain(opts: PretrainOptions) -> dict:
     from accelerate.utils import set_seed
 
-    from clism.training.engine import Job, length_grouped_batches, shuffled_batches, train
+    from clism.training.engine import (Job, length_grouped_batches, moved_by_part, shuffled_batches, train,
+                                       trainable_weights)
 
     if opts.push_to_hub is not None:  # refused now, not after the run
         from clism.models.hub import check_repo_id
@@ -131,10 +132,16 @@ def pretrain(opts: PretrainOptions) -> dict:
               flops=flops, identity=opts.learning_identity(), settings_class=PretrainOptions)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # what a killed run left of an atomic write (a half-saved model)
+    start = trainable_weights(model)  # the loaded encoder: train() restores a checkpoint only after this
     result = train(job, opts, opts.seed, out=out, overwrite=opts.overwrite, require_checkpoint=opts.resume,
                    on_start=lambda: (save_config(opts, out / "config.yaml"), write_environment(out / "environment.json")))
+    # where pre-training moved the encoder, layer by layer: what fine-tuning inherits
+    moved = moved_by_part(model, start, job.is_head)
+    del start
+    log.info("moved from the start, |θ − θ₀| / |θ₀|: %s", ", ".join(
+        f"{part.removeprefix('encoder_')} {value:.2%}" for part, value in moved.items()))
     summary = {"steps": result.steps, "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from,
-               "feature_stats": dict(stats), "identity": opts.learning_identity()}
+               "moved": moved, "feature_stats": dict(stats), "identity": opts.learning_identity()}
     if is_main_process():
         model.save(out / "model", tokenizer)
         from clism.models.card import write_model_card

@@ -118,30 +118,38 @@ class Result:
 ENCODER_LAYER = re.compile(r"\.layers?\.(\d+)\.")
 
 
+def encoder_depth(named: list[tuple[str, torch.nn.Parameter]], is_head: Callable[[str], bool]) -> int:
+    """The number of numbered encoder layers among ``named``."""
+    return 1 + max((int(m.group(1)) for name, _ in named if (m := ENCODER_LAYER.search(name)) and not is_head(name)),
+                   default=-1)
+
+
+def parameter_part(name: str, is_head: Callable[[str], bool], layers: int, by_depth: bool = True) -> tuple[str, int]:
+    """The part a parameter belongs to and its steps of depth below the top layer: ``head``;
+    ``encoder_L{ii}`` for layer ii, ``encoder_emb`` for the embeddings (``layers`` steps down),
+    ``encoder`` for anything else (a pooler); all encoder parameters are ``encoder`` when not ``by_depth``."""
+    if is_head(name):
+        return "head", 0
+    if not by_depth:
+        return "encoder", 0
+    match = ENCODER_LAYER.search(name)
+    if match:
+        return f"encoder_L{int(match.group(1)):02d}", layers - 1 - int(match.group(1))
+    return ("encoder_emb", layers) if "embed" in name else ("encoder", 0)
+
+
 def parameter_groups(model: torch.nn.Module, settings: TrainSettings, is_head: Callable[[str], bool]) -> list[dict]:
     """Encoder and head, each split into decayed weights and undecayed biases/LayerNorms.
     The head's learning rate is ``lr * head_lr_scale``. With ``layer_lr_decay`` below 1 the encoder
     is split by depth too: layer i of L at ``lr * decay^(L-1-i)``, the embeddings at ``lr * decay^L``
     (other encoder parameters, such as a pooler, at ``lr``)."""
     named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
-    layers = 1 + max((int(m.group(1)) for name, _ in named if (m := ENCODER_LAYER.search(name)) and not is_head(name)),
-                     default=-1)
+    layers = encoder_depth(named, is_head)
     by_depth = settings.layer_lr_decay != 1.0
-
-    def part_of(name: str) -> tuple[str, int]:  # (group name, steps of decay below the top)
-        if is_head(name):
-            return "head", 0
-        if not by_depth:
-            return "encoder", 0
-        match = ENCODER_LAYER.search(name)
-        if match:
-            return f"encoder_L{int(match.group(1)):02d}", layers - 1 - int(match.group(1))
-        return ("encoder_emb", layers) if "embed" in name else ("encoder", 0)
-
     groups: dict[tuple[str, bool], list] = {}
     depth: dict[str, int] = {}
     for name, param in named:
-        part, depth[part] = part_of(name)
+        part, depth[part] = parameter_part(name, is_head, layers, by_depth)
         decay = not (param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)
         groups.setdefault((part, decay), []).append(param)
     out = []
@@ -150,6 +158,25 @@ def parameter_groups(model: torch.nn.Module, settings: TrainSettings, is_head: C
         out.append({"params": params, "lr": lr, "weight_decay": settings.weight_decay if decay else 0.0,
                     "name": f"{part}{'' if decay else '_no_decay'}"})
     return out
+
+
+def trainable_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every trainable parameter: the start that ``moved_by_part`` measures from."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def moved_by_part(model: torch.nn.Module, start: dict[str, torch.Tensor],
+                  is_head: Callable[[str], bool]) -> dict[str, float]:
+    """How far each part (``parameter_part``, always by depth) has moved from ``start``:
+    |θ − θ₀| / |θ₀| over the part's parameters in ``start``, rounded to 5 decimals."""
+    params = dict(model.named_parameters())
+    layers = encoder_depth(list(start.items()), is_head)
+    sums: dict[str, list[float]] = {}
+    for name, before in start.items():
+        part = parameter_part(name, is_head, layers)[0]
+        diff, norm = sums.setdefault(part, [0.0, 0.0])
+        sums[part] = [diff + float((params[name].detach() - before).pow(2).sum()), norm + float(before.pow(2).sum())]
+    return {part: round(math.sqrt(diff / norm), 5) if norm else 0.0 for part, (diff, norm) in sorted(sums.items())}
 
 
 def make_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
@@ -465,7 +492,7 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
                           **{f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups
                              if not g["name"].endswith("no_decay")}, **speed}
                 if head_start:
-                    record["head_moved"] = round(_relative_change(accelerator.unwrap_model(model), head_start), 5)
+                    record["head_moved"] = moved_by_part(accelerator.unwrap_model(model), head_start, job.is_head)["head"]
                 if accelerator.is_main_process:
                     with open(out / "log.jsonl", "a") as fh:
                         fh.write(json.dumps(record) + "\n")
@@ -484,11 +511,3 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
     model = accelerator.unwrap_model(model)
     model.eval()
     return Result(step, elapsed, (seen - seen_before) / elapsed if elapsed else 0.0, losses, resumed_from)
-
-
-def _relative_change(model: torch.nn.Module, start: dict[str, torch.Tensor]) -> float:
-    """|head - head at start| / |head at start| over all head parameters."""
-    params = dict(model.named_parameters())
-    diff = sum(float((params[n].detach() - p).pow(2).sum()) for n, p in start.items())
-    norm = sum(float(p.pow(2).sum()) for p in start.values())
-    return math.sqrt(diff / norm) if norm else 0.0
