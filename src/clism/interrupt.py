@@ -42,8 +42,6 @@ def recording_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-
-
 def stop_if_requested() -> None:
     """Raise ``KeyboardInterrupt`` if a Ctrl-C came and was swallowed on its way."""
     if _requested:
