@@ -134,7 +134,8 @@ def pretrain(opts: PretrainOptions) -> dict:
     remove_stale_temporaries(out)  # what a killed run left of an atomic write (a half-saved model)
     start = trainable_weights(model)  # the loaded encoder: train() restores a checkpoint only after this
     result = train(job, opts, opts.seed, out=out, overwrite=opts.overwrite, require_checkpoint=opts.resume,
-                   on_start=lambda: (save_config(opts, out / "config.yaml"), write_environment(out / "environment.json")))
+                   on_start=lambda: (save_config(opts, out / "config.yaml"),
+                                     write_environment(out / "environment.json")))
     # where pre-training moved the encoder, layer by layer: what fine-tuning inherits
     moved = moved_by_part(model, start, job.is_head)
     del start

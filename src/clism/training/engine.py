@@ -492,7 +492,8 @@ def train(job: Job, settings: TrainSettings, seed: int, out: Optional[Path] = No
                           **{f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups
                              if not g["name"].endswith("no_decay")}, **speed}
                 if head_start:
-                    record["head_moved"] = moved_by_part(accelerator.unwrap_model(model), head_start, job.is_head)["head"]
+                    unwrapped = accelerator.unwrap_model(model)
+                    record["head_moved"] = moved_by_part(unwrapped, head_start, job.is_head)["head"]
                 if accelerator.is_main_process:
                     with open(out / "log.jsonl", "a") as fh:
                         fh.write(json.dumps(record) + "\n")
