@@ -379,4 +379,9 @@ def test_the_pretraining_table_reads_the_end_of_a_run_over_its_last_quarter(tmp_
                                            + "\n" for s, v in clism.items()))
     report = build_report(results).read_text()
     # steps 80-100: (0.6 + 0.5 + 0.6 + 0.5 + 2.8) / 5 = 1.0; MLM was off (0.0 from the start): not shown
-    assert "| without MLM | 100 | 90 | clism 2.000 → 1.000 · cacr 1.000 → 1.000 |" in report
+    assert "| without MLM | 100 | 90 | clism 2.000 → 1.000 · cacr 1.000 → 1.000 | – |" in report  # no "moved" yet
+    # a run that recorded how far each part moved (clism pretrain's summary) shows it
+    (run / "summary.json").write_text(json.dumps({"steps": 100, "seconds": 90.0, "moved": {
+        "encoder_L00": 0.0061, "encoder_L01": 0.0042, "encoder_L02": 0.0055, "encoder_emb": 0.0001, "head": 0.3412}}))
+    report = build_report(results).read_text()
+    assert "| layer 0 0.61%, layer 2 0.55% (range 0.42%–0.61%); head 34.1% |" in report

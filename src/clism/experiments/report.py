@@ -469,8 +469,21 @@ def _pretrain_rows(results: Path, variants: dict | None = None) -> list[str]:
         end = [r for r in logged if r["step"] > 0.75 * logged[-1]["step"]]
         losses = " · ".join(f"{k[5:]} {logged[0][k]:.3f} → {sum(r[k] for r in end) / len(end):.3f}"
                             for k in ("loss_clism", "loss_cacr", "loss_mlm") if logged[0].get(k))
-        rows.append(f"| {arm_label(arm, variants)} | {summary['steps']} | {summary['seconds']:.0f} | {losses} |")
+        rows.append(f"| {arm_label(arm, variants)} | {summary['steps']} | {summary['seconds']:.0f} | {losses} | "
+                    f"{_moved_text(summary.get('moved'))} |")
     return rows
+
+
+def _moved_text(moved: dict | None) -> str:
+    """`clism pretrain`'s per-part weight change, short: the lowest and the top layer, the range
+    over layers, and the head ("–" for a run from before it was recorded)."""
+    layers = sorted((part, value) for part, value in (moved or {}).items() if part.startswith("encoder_L"))
+    if not layers:
+        return "–"
+    values = [value for _, value in layers]
+    text = (f"layer 0 {values[0]:.2%}, layer {len(values) - 1} {values[-1]:.2%} "
+            f"(range {min(values):.2%}–{max(values):.2%})")
+    return text + (f"; head {moved['head']:.1%}" if "head" in moved else "")
 
 
 def build_report(results: str | Path, title: str = "") -> Path:
@@ -559,8 +572,9 @@ def build_report(results: str | Path, title: str = "") -> Path:
     rows = _pretrain_rows(results, grid.get("variants"))
     if rows:
         out += ["## Pre-training (the same budget for every arm)", "",
-                "| arm | steps | seconds | losses, first step → mean of the steps logged in the last quarter |",
-                "|---|---|---|---|", *rows, ""]
+                "| arm | steps | seconds | losses, first step → mean of the steps logged in the last quarter | "
+                "weights moved from the base, |θ − θ₀| / |θ₀| |",
+                "|---|---|---|---|---|", *rows, ""]
     manifest_path = results / "clism-data" / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
