@@ -140,7 +140,7 @@ def pretrain(opts: PretrainOptions) -> dict:
     moved = moved_by_part(model, start, job.is_head)
     del start
     log.info("moved from the start, |θ − θ₀| / |θ₀|: %s", ", ".join(
-        f"{part.removeprefix('encoder_')} {value:.2%}" for part, value in moved.items()))
+        f"{part.removeprefix('encoder_')} {value * 100:.3g}%" for part, value in moved.items()))
     summary = {"steps": result.steps, "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from,
                "moved": moved, "feature_stats": dict(stats), "identity": opts.learning_identity()}
     if is_main_process():
