@@ -385,3 +385,5 @@ def test_the_pretraining_table_reads_the_end_of_a_run_over_its_last_quarter(tmp_
         "encoder_L00": 0.0061, "encoder_L01": 0.0042, "encoder_L02": 0.0055, "encoder_emb": 0.0001, "head": 0.3412}}))
     report = build_report(results).read_text()
     assert "| layer 0 0.61%, layer 2 0.55% (range 0.42%–0.61%); head 34.1% |" in report
+    table = report.split("## Pre-training")[1].split("\n\n")[1].splitlines()
+    assert len(table) == 3 and len({line.count("|") for line in table}) == 1  # header, rule, row: same columns

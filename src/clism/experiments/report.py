@@ -573,7 +573,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
     if rows:
         out += ["## Pre-training (the same budget for every arm)", "",
                 "| arm | steps | seconds | losses, first step → mean of the steps logged in the last quarter | "
-                "weights moved from the base, |θ − θ₀| / |θ₀| |",
+                "weights moved from the base (relative L2 change) |",
                 "|---|---|---|---|---|", *rows, ""]
     manifest_path = results / "clism-data" / "manifest.json"
     if manifest_path.is_file():
