@@ -336,6 +336,42 @@ def test_a_variant_builds_its_own_data_on_the_shared_alignment(tmp_path):
         load_grid(grid_file)
 
 
+def test_a_new_machine_rebuilds_a_grids_data_byte_for_byte_from_the_links_in_its_results(tmp_path, monkeypatch):
+    """eflomal cannot be seeded: a build's links are kept in the grid's results, so a machine
+    without the work folder and the alignment store makes the same data (and so can pre-train
+    the same model and resume an arm's cells) instead of aligning again."""
+    pytest.importorskip("spacy")
+    pytest.importorskip("eflomal")
+    from test_build_data import corpus
+
+    import clism.clism_data.instances as instances
+    from clism.clism_data.instances import alignment_cache_dir
+    from clism.experiments.grid import ensure_clism_data, load_grid
+
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump({
+        "arms": ["base", "full"], "results": str(tmp_path / "r"), "work": str(tmp_path / "w"),
+        "build_data": {"corpora": [], "langs": ["de"], "files": [f"de={corpus(tmp_path)}"], "max_chars": 200}}))
+    grid = load_grid(grid_file)
+    first = ensure_clism_data(grid, None)
+    built = {p.relative_to(first): p.read_bytes() for p in first.glob("instances/*")}
+    kept = sorted(p.name for p in (tmp_path / "r/clism-data/links").iterdir())
+    key = json.loads((first / "manifest.json").read_text())["alignment_cache_keys"]["de"]
+    assert built and kept == [f"de.{key}.fwd.gz", f"de.{key}.rev.gz"]
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r/clism-data/links").iterdir()}
+
+    shutil.rmtree(tmp_path / "w")  # the new machine: no work folder, no alignment store
+    shutil.rmtree(alignment_cache_dir())
+
+    def no_eflomal(*args, **kwargs):
+        raise AssertionError("eflomal ran again: the kept links were not used")
+
+    monkeypatch.setattr(instances, "run_eflomal", no_eflomal)
+    again = ensure_clism_data(grid, None)
+    assert {p.relative_to(again): p.read_bytes() for p in again.glob("instances/*")} == built
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r/clism-data/links").iterdir()} == before  # unchanged
+
+
 def test_an_arm_never_mixes_seeds_from_two_pretrainings(tmp_path):
     """An arm pre-trained again (a new machine) is another model: its seeds may not join the
     arm's results whose finished seeds came from the first one. The record is made before the

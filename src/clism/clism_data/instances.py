@@ -245,6 +245,59 @@ def alignment_cache_dir() -> Path:
     return Path(os.environ.get("CLISM_ALIGNMENT_CACHE") or default_cache_dir().parent / "alignments")
 
 
+LINK_FILES = ("links.fwd", "links.rev")
+
+
+def keep_links(manifest: dict, dest: Path) -> list[Path]:
+    """Copy a build's eflomal links from the alignment store into ``dest`` (gzip, no time stamp,
+    so keeping them again changes no byte), named ``<lang>.<key>.<fwd|rev>.gz``.
+
+    The store lives on one machine; links kept beside a build's results let another machine
+    make the same build again (see :func:`restore_links`), which eflomal alone cannot."""
+    import gzip
+
+    dest.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for lang, key in sorted(manifest.get("alignment_cache_keys", {}).items()):
+        for name in LINK_FILES:
+            source = alignment_cache_dir() / key / name
+            target = dest / f"{lang}.{key}.{name.split('.')[1]}.gz"
+            if target.is_file():
+                continue
+            if not source.is_file():
+                raise InputError(f"the eflomal links of {lang} ({source}) are not in the alignment store, so they "
+                                 f"cannot be kept in {dest}; build the data again on this machine")
+            partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            partial.write_bytes(gzip.compress(source.read_bytes(), mtime=0))
+            os.replace(partial, target)
+            kept.append(target)
+    return kept
+
+
+def restore_links(source: Path) -> list[str]:
+    """Put links kept by :func:`keep_links` back into the alignment store, where a build with
+    the same pairs and settings finds them by content hash and so reproduces the kept build
+    byte for byte. Returns the keys restored; links already in the store are left alone."""
+    import gzip
+
+    restored = []
+    for fwd_gz in sorted(source.glob("*.*.fwd.gz")):
+        lang, key = fwd_gz.name.split(".")[:2]
+        rev_gz = source / f"{lang}.{key}.rev.gz"
+        if not rev_gz.is_file():
+            raise InputError(f"{fwd_gz} has no reverse links beside it ({rev_gz.name}); copy both files, or delete "
+                             f"{fwd_gz} to align {lang} again")
+        store = alignment_cache_dir() / key
+        if all((store / name).is_file() for name in LINK_FILES):
+            continue
+        store.mkdir(parents=True, exist_ok=True)
+        for gz_file, name in ((fwd_gz, "links.fwd"), (rev_gz, "links.rev")):
+            with gzip.open(gz_file, "rb") as fh:
+                write_atomic(store / name, fh.read().decode("utf-8"))
+        restored.append(key)
+    return restored
+
+
 def stage_links(lang: str, work: Path, opts: BuildDataOptions) -> tuple[Path, Path, str]:
     """eflomal links for the whole corpus of ``lang``, stored by content hash.
 

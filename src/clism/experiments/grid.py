@@ -31,6 +31,7 @@ from typing import Optional
 
 from clism.config import ConfigError, from_dict, load_file, option
 from clism.interrupt import stop_if_requested
+from clism.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -281,21 +282,33 @@ def clism_data_dir(grid: GridConfig, run: int = 0, family: str = "") -> Path:
 
 def ensure_clism_data(grid: GridConfig, data_dir: str | None, run: int = 0, family: str = "") -> Path:
     """A variant's build differs from the shared one only by its options: the pairs are the
-    same, so it reuses the shared build's stored alignment and the comparison stays paired."""
-    from clism.clism_data.instances import BuildDataOptions, build, quality_report
+    same, so it reuses the shared build's stored alignment and the comparison stays paired.
+
+    Each build's eflomal links are kept in the results (``<results>/<build>/links/``): eflomal
+    cannot be seeded, so without them a new machine would build other data, pre-train another
+    model and could not add a seed to an arm's finished cells."""
+    from clism.clism_data.instances import BuildDataOptions, build, keep_links, quality_report, restore_links
 
     out = clism_data_dir(grid, run, family)
+    copy_into = Path(grid.results) / out.name
     if not (out / "manifest.json").is_file():
+        restored = restore_links(copy_into / "links")
+        if restored:
+            log.info("%s: eflomal links of %d language(s) restored from %s", out.name, len(restored),
+                     copy_into / "links")
         log.info("building CLISM data into %s", out)
         own = grid.variants.get(family, {}).get("build_data", {})
         manifest = build(BuildDataOptions(**{"data_dir": data_dir, **grid.build_data, **own, "out": str(out),
                                              **({"alignment_run": run} if run > 1 else {})}))
         log.info("CLISM data:\n%s", quality_report(manifest))
-    copy_into = Path(grid.results) / out.name
     copy_into.mkdir(parents=True, exist_ok=True)
     for name in ("manifest.json", "timings.json"):
         if (out / name).is_file():
             shutil.copyfile(out / name, copy_into / name)
+    try:
+        keep_links(json.loads((out / "manifest.json").read_text()), copy_into / "links")
+    except InputError as err:  # the build itself is sound; only another machine could not repeat it
+        log.warning("%s; a machine without %s will build other data for this grid", err, out)
     return out
 
 
