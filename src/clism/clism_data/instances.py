@@ -92,6 +92,9 @@ class BuildDataOptions:
     eflomal_samplers: int = option(3, "eflomal samplers (more: steadier links, slower)", minimum=1)
     alignment_run: int = option(0, "N > 0: a separate eflomal run N, stored apart (eflomal cannot be seeded, so "
                                    "this is how replicate builds differ); 0: the shared stored run")
+    links_dir: str = option("", "a folder to take eflomal links from and keep them in (gzip): eflomal cannot be "
+                                "seeded, so another machine given the same folder makes the same build byte for "
+                                "byte; empty: this machine's alignment store only")
     shard_size: int = option(20000, "input pairs per output shard", minimum=1)
     n_process: int = option(1, "spaCy processes (on 2 cores one is as fast as two; raise it on bigger machines)", minimum=1)
     spacy_batch_size: int = option(512, "sentences per spaCy batch", minimum=1)
@@ -564,7 +567,9 @@ def build(opts: BuildDataOptions) -> dict:
     remove_stale_temporaries(out)  # what a killed build left of an atomic write
     timings: dict = {}
     manifest: dict = {"config": dataclasses.asdict(opts), "languages": {}, "alignment_cache_keys": {}}
-    for where_not_what in ("report", "out"):  # not settings of the build's content
+    if opts.links_dir:
+        restore_links(Path(opts.links_dir))
+    for where_not_what in ("report", "out", "links_dir"):  # not settings of the build's content
         manifest["config"].pop(where_not_what)
     # Options added after the first builds are left out of the manifest while they hold the
     # behaviour from before them, so earlier builds' manifests stay byte-identical.
@@ -613,6 +618,8 @@ def build(opts: BuildDataOptions) -> dict:
         manifest["alignment_cache_keys"][lang] = key
     write_atomic(out / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
     write_atomic(out / "timings.json", json.dumps(timings, indent=1) + "\n")
+    if opts.links_dir:
+        keep_links(manifest, Path(opts.links_dir))
     return manifest
 
 

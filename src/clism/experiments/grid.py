@@ -191,7 +191,7 @@ def load_grid(path: str | Path) -> GridConfig:
     unknown_tasks = [t for t in grid.tasks if t not in TASKS]
     if unknown_tasks:
         raise ConfigError(f"{path}: unknown task(s) {unknown_tasks}; known: {list(TASKS)}")
-    for section, cls, owned in (("build_data", BuildDataOptions, ("out", "report")),
+    for section, cls, owned in (("build_data", BuildDataOptions, ("out", "report", "links_dir")),
                                 ("pretrain", PretrainOptions, ("model", "data", "out", "clism", "cacr", "mlm",
                                                                "resume"))):
         values = getattr(grid, section)
@@ -287,25 +287,22 @@ def ensure_clism_data(grid: GridConfig, data_dir: str | None, run: int = 0, fami
     Each build's eflomal links are kept in the results (``<results>/<build>/links/``): eflomal
     cannot be seeded, so without them a new machine would build other data, pre-train another
     model and could not add a seed to an arm's finished cells."""
-    from clism.clism_data.instances import BuildDataOptions, build, keep_links, quality_report, restore_links
+    from clism.clism_data.instances import BuildDataOptions, build, keep_links, quality_report
 
     out = clism_data_dir(grid, run, family)
     copy_into = Path(grid.results) / out.name
     if not (out / "manifest.json").is_file():
-        restored = restore_links(copy_into / "links")
-        if restored:
-            log.info("%s: eflomal links of %d language(s) restored from %s", out.name, len(restored),
-                     copy_into / "links")
         log.info("building CLISM data into %s", out)
         own = grid.variants.get(family, {}).get("build_data", {})
         manifest = build(BuildDataOptions(**{"data_dir": data_dir, **grid.build_data, **own, "out": str(out),
+                                             "links_dir": str(copy_into / "links"),
                                              **({"alignment_run": run} if run > 1 else {})}))
         log.info("CLISM data:\n%s", quality_report(manifest))
     copy_into.mkdir(parents=True, exist_ok=True)
     for name in ("manifest.json", "timings.json"):
         if (out / name).is_file():
             shutil.copyfile(out / name, copy_into / name)
-    try:
+    try:  # a build made before links were kept: keep them now, while this machine has them
         keep_links(json.loads((out / "manifest.json").read_text()), copy_into / "links")
     except InputError as err:  # the build itself is sound; only another machine could not repeat it
         log.warning("%s; a machine without %s will build other data for this grid", err, out)
