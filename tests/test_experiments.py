@@ -274,6 +274,23 @@ def test_replicated_arms_get_paired_differences_with_intervals_over_pretraining_
     assert "english-dev" not in report  # no english-dev in these cells: no tables for it
 
 
+def test_a_replicated_variant_meets_the_run_of_the_arm_it_changes_with_the_same_number(tmp_path):
+    """A setting chosen over pre-training runs: variant run N against its arm's run N (same seed,
+    same data build), the interval over runs."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "grid.yaml").write_text(yaml.safe_dump(
+        {"variants": {"llrd": {"arm": "no-mlm", "label": "layer decay", "pretrain": {"layer_lr_decay": 0.8}}}}))
+    _fake_cell(results, "base", "k256", {1: None, 2: None}, english_dev={1: 40, 2: 42})
+    _fake_cell(results, "no-mlm-p1", "k256", {1: None, 2: None}, english_dev={1: 41, 2: 44})
+    _fake_cell(results, "no-mlm-p2", "k256", {1: None, 2: None}, english_dev={1: 45, 2: 45})
+    _fake_cell(results, "llrd-p1", "k256", {1: None, 2: None}, english_dev={1: 42, 2: 45})  # - no-mlm-p1: +1, +1
+    _fake_cell(results, "llrd-p2", "k256", {1: None, 2: None}, english_dev={1: 48, 2: 48})  # - no-mlm-p2: +3, +3
+    report = build_report(results).read_text()
+    assert "| layer decay | k256 | without MLM | 2 × 2 | +1.00, +3.00 | +2.00 [-10.71, +14.71] |" in report
+    assert "| layer decay | k256 | base encoder | 2 × 2 | +2.50, +7.00 |" in report
+
+
 def test_replicate_and_variant_arms_are_pre_trained_with_their_own_seed_data_and_settings(tmp_path):
     from pathlib import Path
 

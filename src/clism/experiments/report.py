@@ -283,9 +283,11 @@ def _range(values: list[int]) -> str:
 
 
 def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xquad",
-                    only: dict[str, set[int]] | None = None) -> str:
+                    only: dict[str, set[int]] | None = None, variants: dict | None = None) -> str:
     """Each arm pre-trained several times (``<arm>-p<N>``) against base, the MLM-only control
-    and, for the others, the full method's run of the same N (same seed, same data build).
+    and, for the others, the full method's run of the same N (same seed, same data build); a
+    replicated variant also meets the replicated arm it changes (its ``against:``, else its
+    ``arm:``), run N with run N, so the interval holds the spread between runs.
 
     Pairs share the few-shot sample and the fine-tuning seed. A pre-training run's value is its
     mean paired difference over fine-tuning seeds; the interval is over pre-training runs, so it
@@ -304,8 +306,11 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
             "mean [95% interval over runs]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for family, arms in runs.items():
+        variant = (variants or {}).get(family, {})
+        parent = variant.get("against") or variant.get("arm")
+        references = ["base", "mlm-only", "full"] + ([parent] if parent in runs and parent != "full" else [])
         for setting in settings:
-            for reference in ("base", "mlm-only", "full"):
+            for reference in references:
                 if reference == family or (reference == "full" and "full" not in runs):
                     continue  # the full method is a reference when it was replicated too (run N with run N)
                 per_run, seeds_used, per_seed = [], [], []
@@ -321,10 +326,11 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
                         per_run.append(statistics.fmean(per_seed))
                         seeds_used.append(len(seeds))
                 if len(per_run) == 1 and len(per_seed) > 1:  # until a second run exists: the seeds' interval
-                    lines.append(f"| {arm_label(family)} | {setting} | {arm_label(reference)} | 1 × {len(per_seed)} | "
-                                 f"{per_run[0]:+.2f} | {_interval(per_seed)} over seeds (one run) |")
+                    lines.append(f"| {arm_label(family, variants)} | {setting} | {arm_label(reference, variants)} | "
+                                 f"1 × {len(per_seed)} | {per_run[0]:+.2f} | {_interval(per_seed)} over seeds "
+                                 "(one run) |")
                 elif per_run:
-                    lines.append(f"| {arm_label(family)} | {setting} | {arm_label(reference)} | "
+                    lines.append(f"| {arm_label(family, variants)} | {setting} | {arm_label(reference, variants)} | "
                                  f"{len(per_run)} × {_range(seeds_used)} | "
                                  + ", ".join(f"{d:+.2f}" for d in per_run) + f" | {_interval(per_run)} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
@@ -516,7 +522,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
                 out += [f"## XQuAD, {label}: {arm_label('full')} against {arm_label(other)}", "",
                         comparison_table(cells, setting, other, "full"), ""]
     for dataset, name in COMPARED_DATASETS:
-        replicates = replicate_table(results, cells, dataset)
+        replicates = replicate_table(results, cells, dataset, variants=grid.get("variants"))
         if replicates:
             out += [f"## Paired differences over pre-training runs ({name})", "",
                     "Each pre-trained arm was pre-trained several times (`<arm>-p<N>`: pre-training seed N and, "
