@@ -567,8 +567,8 @@ def build(opts: BuildDataOptions) -> dict:
     remove_stale_temporaries(out)  # what a killed build left of an atomic write
     timings: dict = {}
     manifest: dict = {"config": dataclasses.asdict(opts), "languages": {}, "alignment_cache_keys": {}}
-    if opts.links_dir:
-        restore_links(Path(opts.links_dir))
+    if opts.links_dir and (restored := restore_links(Path(opts.links_dir))):
+        log.info("eflomal links of %d language(s) taken from %s", len(restored), opts.links_dir)
     for where_not_what in ("report", "out", "links_dir"):  # not settings of the build's content
         manifest["config"].pop(where_not_what)
     # Options added after the first builds are left out of the manifest while they hold the
