@@ -363,6 +363,7 @@ def test_a_new_machine_rebuilds_a_grids_data_byte_for_byte_from_the_links_in_its
 
     import clism.clism_data.instances as instances
     from clism.clism_data.instances import alignment_cache_dir
+    from clism.errors import InputError
     from clism.experiments.grid import ensure_clism_data, load_grid
 
     grid_file = tmp_path / "grid.yaml"
@@ -387,6 +388,14 @@ def test_a_new_machine_rebuilds_a_grids_data_byte_for_byte_from_the_links_in_its
     again = ensure_clism_data(grid, None)
     assert {p.relative_to(again): p.read_bytes() for p in again.glob("instances/*")} == built
     assert {p.name: p.read_bytes() for p in (tmp_path / "r/clism-data/links").iterdir()} == before  # unchanged
+
+    # this machine's own eflomal run under the same key is not silently used, nor overwritten
+    shutil.rmtree(tmp_path / "w")
+    store = alignment_cache_dir() / key / "links.fwd"
+    store.write_text("0-0\n" * len(store.read_text().splitlines()))
+    with pytest.raises(InputError, match="holds other eflomal links"):
+        ensure_clism_data(grid, None)
+    assert store.read_text().startswith("0-0\n")
 
 
 def test_an_arm_never_mixes_seeds_from_two_pretrainings(tmp_path):

@@ -280,7 +280,8 @@ def keep_links(manifest: dict, dest: Path) -> list[Path]:
 def restore_links(source: Path) -> list[str]:
     """Put links kept by :func:`keep_links` back into the alignment store, where a build with
     the same pairs and settings finds them by content hash and so reproduces the kept build
-    byte for byte. Returns the keys restored; links already in the store are left alone."""
+    byte for byte. Returns the keys restored. Other links already stored under the same key (an
+    eflomal run of this machine's own) are an error, not overwritten: the build would not match."""
     import gzip
 
     restored = []
@@ -291,12 +292,16 @@ def restore_links(source: Path) -> list[str]:
             raise InputError(f"{fwd_gz} has no reverse links beside it ({rev_gz.name}); copy both files, or delete "
                              f"{fwd_gz} to align {lang} again")
         store = alignment_cache_dir() / key
+        kept = {name: gzip.decompress(gz_file.read_bytes()) for gz_file, name in ((fwd_gz, "links.fwd"),
+                                                                                  (rev_gz, "links.rev"))}
         if all((store / name).is_file() for name in LINK_FILES):
+            if any((store / name).read_bytes() != kept[name] for name in LINK_FILES):
+                raise InputError(f"{lang}: the alignment store {store} holds other eflomal links than {fwd_gz} (an "
+                                 f"eflomal run of this machine's own), so the build would not match the kept one; "
+                                 f"move {store} aside to build from the kept links, or build without --links-dir")
             continue
-        store.mkdir(parents=True, exist_ok=True)
-        for gz_file, name in ((fwd_gz, "links.fwd"), (rev_gz, "links.rev")):
-            with gzip.open(gz_file, "rb") as fh:
-                write_atomic(store / name, fh.read().decode("utf-8"))
+        for name, data in kept.items():
+            write_atomic(store / name, data.decode("utf-8"))
         restored.append(key)
     return restored
 
