@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Iterator
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to a temporary file beside ``path``, flush it to disk, rename it over."""
+def write_atomic(path: str | Path, text: str | bytes) -> Path:
+    """Write ``text`` (UTF-8, or bytes as they are) to a temporary file beside ``path``, flush it
+    to disk, rename it over."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    with open(tmp, "wb") as fh:
+        fh.write(text.encode("utf-8") if isinstance(text, str) else text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

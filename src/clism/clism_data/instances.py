@@ -270,10 +270,7 @@ def keep_links(manifest: dict, dest: Path) -> list[Path]:
             if not source.is_file():
                 raise InputError(f"the eflomal links of {lang} ({source}) are not in the alignment store, so they "
                                  f"cannot be kept in {dest}; build the data again on this machine")
-            partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            partial.write_bytes(gzip.compress(source.read_bytes(), mtime=0))
-            os.replace(partial, target)
-            kept.append(target)
+            kept.append(write_atomic(target, gzip.compress(source.read_bytes(), mtime=0)))
     return kept
 
 
@@ -301,7 +298,7 @@ def restore_links(source: Path) -> list[str]:
                                  f"move {store} aside to build from the kept links, or build without --links-dir")
             continue
         for name, data in kept.items():
-            write_atomic(store / name, data.decode("utf-8"))
+            write_atomic(store / name, data)
         restored.append(key)
     return restored
 

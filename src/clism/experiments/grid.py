@@ -298,14 +298,15 @@ def ensure_clism_data(grid: GridConfig, data_dir: str | None, run: int = 0, fami
                                              "links_dir": str(copy_into / "links"),
                                              **({"alignment_run": run} if run > 1 else {})}))
         log.info("CLISM data:\n%s", quality_report(manifest))
+    else:  # a build made before links were kept: keep them now, while this machine has them
+        try:
+            keep_links(json.loads((out / "manifest.json").read_text()), copy_into / "links")
+        except InputError as err:  # the build itself is sound; only another machine could not repeat it
+            log.warning("%s; a machine without %s will build other data for this grid", err, out)
     copy_into.mkdir(parents=True, exist_ok=True)
     for name in ("manifest.json", "timings.json"):
         if (out / name).is_file():
             shutil.copyfile(out / name, copy_into / name)
-    try:  # a build made before links were kept: keep them now, while this machine has them
-        keep_links(json.loads((out / "manifest.json").read_text()), copy_into / "links")
-    except InputError as err:  # the build itself is sound; only another machine could not repeat it
-        log.warning("%s; a machine without %s will build other data for this grid", err, out)
     return out
 
 
