@@ -51,6 +51,9 @@ def test_cells_put_the_headline_first_and_ablations_get_their_own_budget(tmp_pat
     names = [(c.name, c.seeds) for c in cells_of(grid)]
     assert names == [("qa/base/k3", [1, 2]), ("qa/mlm-only/k3", [1]), ("qa/full/k3", [1, 2]),
                      ("qa/base/k2", [1]), ("qa/full/k2", [1])]
+    # --seeds 2: only the cells that have seed 2, with that seed alone (a session short of time runs
+    # seed 1 of every arm, then seed 2, so each arm has a paired seed before any arm has its next)
+    assert [(c.name, c.seeds) for c in cells_of(grid, seeds=[2])] == [("qa/base/k3", [2]), ("qa/full/k3", [2])]
 
 
 def test_run_first_orders_the_headline_settings(tmp_path):

@@ -159,6 +159,8 @@ class ReproduceOptions:
     arms: list[str] = option([], "run only these arms (default: the grid's)")
     tasks: list[str] = option([], "run only these tasks: qa-zero-shot, qa-few-shot, ner (default: the grid's)")
     k: list[int] = option([], "few-shot: run only these k (default: the grid's)")
+    seeds: list[int] = option([], "run only these fine-tuning seeds (default: each cell's); `--seeds 1` then "
+                                  "`--seeds 2` gives every arm a paired seed before any arm gets its next")
     dry_run: bool = option(False, "list the cells and whether each is done; run nothing")
     report: bool = option(True, "rebuild the report after the grid")
     data_dir: Optional[str] = option(None, "offline data mirror (default: $CLISM_DATA_DIR)")
@@ -233,10 +235,11 @@ class Cell:
 
 
 def cells_of(grid: GridConfig, arms: list[str] | None = None, tasks: list[str] | None = None,
-             ks: list[int] | None = None) -> list[Cell]:
+             ks: list[int] | None = None, seeds: list[int] | None = None) -> list[Cell]:
     """Every cell, the headline ones first: the grid's ``run_first`` settings (by default
     ``headline_k``, then zero-shot) for the base, the control and the full method, so a grid
-    stopped early still answers the main question."""
+    stopped early still answers the main question. ``seeds`` keeps only those fine-tuning
+    seeds (and the cells that have one of them)."""
     cells = []
     for arm in arms or grid.arms:
         if "qa-zero-shot" in (tasks or grid.tasks):
@@ -251,6 +254,9 @@ def cells_of(grid: GridConfig, arms: list[str] | None = None, tasks: list[str] |
         if "ner" in (tasks or grid.tasks):
             cells.append(Cell("ner", arm, "zero-shot", grid.ner.seeds))
 
+    if seeds:
+        cells = [Cell(c.task, c.arm, c.setting, [s for s in c.seeds if s in seeds]) for c in cells]
+        cells = [c for c in cells if c.seeds]
     first = grid.run_first or [f"k{grid.headline_k}", "zero-shot", "ner"]
 
     def priority(cell: Cell) -> tuple:
@@ -468,7 +474,7 @@ def reproduce(opts: ReproduceOptions) -> list[tuple[Cell, str]]:
     bad = [a for a in opts.arms if a not in grid.arms] + [t for t in opts.tasks if t not in grid.tasks]
     if bad:
         raise ConfigError(f"{bad} are not in the grid {opts.grid} (arms {grid.arms}, tasks {grid.tasks})")
-    cells = cells_of(grid, opts.arms or None, opts.tasks or None, opts.k or None)
+    cells = cells_of(grid, opts.arms or None, opts.tasks or None, opts.k or None, opts.seeds or None)
     if opts.dry_run:
         return [(cell, "done" if len(done := finished_seeds(grid, cell)) == len(cell.seeds)
                  else f"{len(done)}/{len(cell.seeds)} seeds") for cell in cells]
