@@ -255,7 +255,8 @@ def test_replicated_arms_get_paired_differences_with_intervals_over_pretraining_
     _fake_cell(results, "full-p3", "k256", {1: (43, 33), 2: (45, 35)})
     report = build_report(results).read_text()
     # mean +3, sd 1 over 3 runs: +3 +- 4.303 / sqrt(3) = [+0.52, +5.48]
-    assert "| CLISM+CACR+MLM | k256 | base encoder | 3 × 2 | +2.00, +4.00, +3.00 | +3.00 [+0.52, +5.48] |" in report
+    assert "| CLISM+CACR+MLM | k256 | base encoder | 3 × 2 | +2.00, +4.00, +3.00 | +3.00 [+0.52, +5.48] | " \
+        "+1.00, +3.00 ; +4.00, +4.00 ; +3.00, +3.00 |" in report  # and each run's per-seed differences
     assert "| CLISM+CACR+MLM | k256 | MLM only (control) | 3 × 2 | +4.00, +6.00, +5.00 | +5.00 [+2.52, +7.48] |" \
         in report
     assert "CLISM+CACR+MLM (pre-training run 2)" in report  # the few-shot table names each run

@@ -303,7 +303,7 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
     settings = sorted({c.setting for c in cells if c.task == "qa" and (only is None or c.setting in only)},
                       key=lambda x: (x == "zero-shot", len(x), x))
     head = ["arm", "setting", "against", "runs × seeds", "per run: mean paired difference",
-            "mean [95% interval over runs]"]
+            "mean [95% interval over runs]", "per fine-tuning seed, run by run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for family, arms in runs.items():
         variant = (variants or {}).get(family, {})
@@ -313,7 +313,7 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
             for reference in references:
                 if reference == family or (reference == "full" and "full" not in runs):
                     continue  # the full method is a reference when it was replicated too (run N with run N)
-                per_run, seeds_used, per_seed = [], [], []
+                per_run, seeds_used, per_seed, by_run = [], [], [], []
                 for arm in arms:
                     n = split_replicate(arm)[1]
                     ref_arm = f"{reference}-p{n}" if reference != "base" and \
@@ -325,14 +325,18 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
                         per_seed = [mine[s] - ref[s] for s in seeds]
                         per_run.append(statistics.fmean(per_seed))
                         seeds_used.append(len(seeds))
+                        by_run.append(", ".join(f"{d:+.2f}" for d in per_seed))
+                # the differences each run's value is the mean of, so no one subtracts them by hand
+                seed_column = " ; ".join(by_run)
                 if len(per_run) == 1 and len(per_seed) > 1:  # until a second run exists: the seeds' interval
                     lines.append(f"| {arm_label(family, variants)} | {setting} | {arm_label(reference, variants)} | "
                                  f"1 × {len(per_seed)} | {per_run[0]:+.2f} | {_interval(per_seed)} over seeds "
-                                 "(one run) |")
+                                 f"(one run) | {seed_column} |")
                 elif per_run:
                     lines.append(f"| {arm_label(family, variants)} | {setting} | {arm_label(reference, variants)} | "
                                  f"{len(per_run)} × {_range(seeds_used)} | "
-                                 + ", ".join(f"{d:+.2f}" for d in per_run) + f" | {_interval(per_run)} |")
+                                 + ", ".join(f"{d:+.2f}" for d in per_run)
+                                 + f" | {_interval(per_run)} | {seed_column} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
