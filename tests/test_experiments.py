@@ -278,6 +278,17 @@ def test_replicated_arms_get_paired_differences_with_intervals_over_pretraining_
     assert "english-dev" not in report  # no english-dev in these cells: no tables for it
 
 
+def test_replicated_arms_are_compared_with_base_language_by_language_over_runs(tmp_path):
+    results = tmp_path / "results"
+    _fake_cell(results, "base", "k64", {1: (40, 30), 2: (42, 32)})
+    _fake_cell(results, "full-p1", "k64", {1: (41, 35), 2: (43, 37)})  # en +1, +1; de +5, +5
+    _fake_cell(results, "full-p2", "k64", {1: (43, 34), 2: (45, 36)})  # en +3, +3; de +4, +4
+    report = build_report(results).read_text()
+    # en: runs +1, +3 (sd 1.41, t 12.706 over 2 runs: +-12.71); de: +5, +4 (+-6.35)
+    assert "| CLISM+CACR+MLM | k64 | en | +1.00, +3.00 | +2.00 [-10.71, +14.71] |" in report
+    assert "| CLISM+CACR+MLM | k64 | de | +5.00, +4.00 | +4.50 [-1.85, +10.85] |" in report
+
+
 def test_a_replicated_variant_meets_the_run_of_the_arm_it_changes_with_the_same_number(tmp_path):
     """A setting chosen over pre-training runs: variant run N against its arm's run N (same seed,
     same data build), the interval over runs."""

@@ -190,14 +190,19 @@ def per_seed_table(results: Path, cells: list[CellResult], variants: dict | None
     return "\n".join(lines) + "\n"
 
 
-def seed_averages(results: Path, arm: str, setting: str, dataset: str = "xquad") -> dict[int, float]:
-    """{seed: F1 averaged over languages} of one QA cell."""
+def seed_scores(results: Path, arm: str, setting: str, dataset: str = "xquad") -> dict[int, dict[str, float]]:
+    """{seed: {language: F1}} of one QA cell."""
     out = {}
     for path in sorted((results / "qa" / arm / setting).glob("seed-*/metrics.json")):
         per_lang = json.loads(path.read_text()).get("results", {}).get(dataset, {})
         if per_lang:
-            out[int(path.parent.name.split("-")[1])] = statistics.fmean(m["f1"] for m in per_lang.values())
+            out[int(path.parent.name.split("-")[1])] = {lang: m["f1"] for lang, m in per_lang.items()}
     return out
+
+
+def seed_averages(results: Path, arm: str, setting: str, dataset: str = "xquad") -> dict[int, float]:
+    """{seed: F1 averaged over languages} of one QA cell."""
+    return {seed: statistics.fmean(f1.values()) for seed, f1 in seed_scores(results, arm, setting, dataset).items()}
 
 
 def _spread(values: list[float]) -> str:
@@ -337,6 +342,38 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
                                  f"{len(per_run)} × {_range(seeds_used)} | "
                                  + ", ".join(f"{d:+.2f}" for d in per_run)
                                  + f" | {_interval(per_run)} | {seed_column} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def replicate_language_table(results: Path, cells: list[CellResult], dataset: str = "xquad",
+                             variants: dict | None = None) -> str:
+    """Each arm pre-trained several times against base, language by language: a run's value is
+    its mean paired difference over fine-tuning seeds in that language, the interval is over runs."""
+    from clism.experiments.grid import split_replicate
+
+    runs: dict[str, list[str]] = {}
+    for arm in sorted({c.arm for c in cells if c.task == "qa"}, key=arm_order):
+        family, n = split_replicate(arm)
+        if n:
+            runs.setdefault(family, []).append(arm)
+    settings = sorted({c.setting for c in cells if c.task == "qa"}, key=lambda x: (x == "zero-shot", len(x), x))
+    lines = ["| arm | setting | language | per run: mean paired difference | mean [95% interval over runs] |",
+             "|---|---|---|---|---|"]
+    for family, arms in runs.items():
+        for setting in settings:
+            base = seed_scores(results, "base", setting, dataset)
+            per_lang: dict[str, list[float]] = {}
+            for arm in arms:
+                mine = seed_scores(results, arm, setting, dataset)
+                seeds = sorted(set(mine) & set(base))
+                for lang in sorted(set().union(*(mine[s] for s in seeds))) if seeds else []:
+                    pairs = [mine[s][lang] - base[s][lang] for s in seeds if lang in mine[s] and lang in base[s]]
+                    if pairs:
+                        per_lang.setdefault(lang, []).append(statistics.fmean(pairs))
+            for lang, per_run in per_lang.items():
+                if len(per_run) > 1:  # one run has its seeds' interval in the tables above
+                    lines.append(f"| {arm_label(family, variants)} | {setting} | {lang} | "
+                                 + ", ".join(f"{d:+.2f}" for d in per_run) + f" | {_interval(per_run)} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
@@ -535,6 +572,10 @@ def build_report(results: str | Path, title: str = "") -> Path:
                     "reference pre-trained once (without `-p<N>`) is the same model in every run, so its own "
                     "run-to-run spread is not in the interval.", "",
                     replicates, ""]
+        by_language = replicate_language_table(results, cells, dataset, grid.get("variants")) \
+            if dataset == "xquad" else ""
+        if by_language:
+            out += [f"### The same against base, per language ({name.split(' averaged')[0]})", "", by_language, ""]
         changed = variant_table(results, cells, grid.get("variants") or {}, dataset,
                                 Path(grid["compare_with"]) if grid.get("compare_with") else None)
         if changed:
