@@ -287,6 +287,18 @@ def _range(values: list[int]) -> str:
     return f"{min(values)}" if min(values) == max(values) else f"{min(values)}–{max(values)}"
 
 
+def replicated_arms(cells: list[CellResult]) -> dict[str, list[str]]:
+    """{arm family: its pre-training runs} for the QA arms pre-trained several times (``<arm>-p<N>``)."""
+    from clism.experiments.grid import split_replicate
+
+    runs: dict[str, list[str]] = {}
+    for arm in sorted({c.arm for c in cells if c.task == "qa"}, key=arm_order):
+        family, n = split_replicate(arm)
+        if n:
+            runs.setdefault(family, []).append(arm)
+    return runs
+
+
 def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xquad",
                     only: dict[str, set[int]] | None = None, variants: dict | None = None) -> str:
     """Each arm pre-trained several times (``<arm>-p<N>``) against base, the MLM-only control
@@ -300,11 +312,7 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
     ``only`` ({setting: seeds}) keeps those settings and seeds: a reference grid read on an experiment's."""
     from clism.experiments.grid import split_replicate
 
-    runs: dict[str, list[str]] = {}
-    for arm in sorted({c.arm for c in cells if c.task == "qa"}, key=arm_order):
-        family, n = split_replicate(arm)
-        if n:
-            runs.setdefault(family, []).append(arm)
+    runs = replicated_arms(cells)
     settings = sorted({c.setting for c in cells if c.task == "qa" and (only is None or c.setting in only)},
                       key=lambda x: (x == "zero-shot", len(x), x))
     head = ["arm", "setting", "against", "runs × seeds", "per run: mean paired difference",
@@ -349,13 +357,7 @@ def replicate_language_table(results: Path, cells: list[CellResult], dataset: st
                              variants: dict | None = None) -> str:
     """Each arm pre-trained several times against base, language by language: a run's value is
     its mean paired difference over fine-tuning seeds in that language, the interval is over runs."""
-    from clism.experiments.grid import split_replicate
-
-    runs: dict[str, list[str]] = {}
-    for arm in sorted({c.arm for c in cells if c.task == "qa"}, key=arm_order):
-        family, n = split_replicate(arm)
-        if n:
-            runs.setdefault(family, []).append(arm)
+    runs = replicated_arms(cells)
     settings = sorted({c.setting for c in cells if c.task == "qa"}, key=lambda x: (x == "zero-shot", len(x), x))
     lines = ["| arm | setting | language | per run: mean paired difference | mean [95% interval over runs] |",
              "|---|---|---|---|---|"]
