@@ -8,7 +8,7 @@ import yaml
 import tiny_models
 from clism.cli import main
 from clism.config import ConfigError
-from clism.experiments.grid import cells_of, load_grid
+from clism.experiments.grid import ReproduceOptions, cells_of, load_grid, reproduce
 from clism.experiments.report import build_report
 from test_pretrain import records
 
@@ -54,6 +54,8 @@ def test_cells_put_the_headline_first_and_ablations_get_their_own_budget(tmp_pat
     # --seeds 2: only the cells that have seed 2, with that seed alone (a session short of time runs
     # seed 1 of every arm, then seed 2, so each arm has a paired seed before any arm has its next)
     assert [(c.name, c.seeds) for c in cells_of(grid, seeds=[2])] == [("qa/base/k3", [2]), ("qa/full/k3", [2])]
+    with pytest.raises(ConfigError, match=r"--seeds \[9\].*its seeds are \[1, 2\]"):  # a typo runs nothing silently
+        reproduce(ReproduceOptions(grid=str(tmp_path / "grid.yaml"), seeds=[9], dry_run=True))
 
 
 def test_run_first_orders_the_headline_settings(tmp_path):

@@ -475,6 +475,11 @@ def reproduce(opts: ReproduceOptions) -> list[tuple[Cell, str]]:
     if bad:
         raise ConfigError(f"{bad} are not in the grid {opts.grid} (arms {grid.arms}, tasks {grid.tasks})")
     cells = cells_of(grid, opts.arms or None, opts.tasks or None, opts.k or None, opts.seeds or None)
+    if opts.seeds and not cells:
+        known = sorted({s for c in cells_of(grid, opts.arms or None, opts.tasks or None, opts.k or None)
+                        for s in c.seeds})
+        raise ConfigError(f"--seeds {opts.seeds}: no cell of {opts.grid} (with these arms, tasks and k) has "
+                          f"them; its seeds are {known}")
     if opts.dry_run:
         return [(cell, "done" if len(done := finished_seeds(grid, cell)) == len(cell.seeds)
                  else f"{len(done)}/{len(cell.seeds)} seeds") for cell in cells]
