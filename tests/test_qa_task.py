@@ -170,6 +170,10 @@ def test_finetune_then_evaluate_writes_the_outputs(mirror, tmp_path, capsys):
                                    seeds=[1], max_steps=2, batch_size=2, max_length=96, data_dir=str(mirror),
                                    out=str(out)))
     assert (out / "seed-1/metrics.json").stat().st_mtime_ns == stamp
+    # a run of some seeds into the folder keeps the others in its summary and its saved settings
+    assert [m["seed"] for m in json.loads((out / "metrics.json").read_text())["per_seed"]] == [1, 2]
+    assert "seeds 1,2" in (out / "metrics.md").read_text()
+    assert "- 1\n- 2\n" in (out / "config.yaml").read_text()
     # the same seed again gives the same model: the fresh span head is drawn from the seed too
     again = tmp_path / "again"
     run_finetune(QAFinetuneOptions(model=str(base), head="qass", train_data=str(train_file), train_examples=3,

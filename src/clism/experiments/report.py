@@ -577,7 +577,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
         by_language = replicate_language_table(results, cells, dataset, grid.get("variants")) \
             if dataset == "xquad" else ""
         if by_language:
-            out += [f"### The same against base, per language ({name.split(' averaged')[0]})", "", by_language, ""]
+            out += ["### The same against base, per language (XQuAD F1)", "", by_language, ""]
         changed = variant_table(results, cells, grid.get("variants") or {}, dataset,
                                 Path(grid["compare_with"]) if grid.get("compare_with") else None)
         if changed:

@@ -2,6 +2,7 @@
 seeds, and the mean ± standard deviation table over seeds."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -104,6 +105,8 @@ def _claim(out: Path, opts) -> None:
                           "--out, or pass --overwrite to write into it")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # what a killed run left of an atomic write
+    if getattr(opts, "seeds", None):  # the saved settings name every seed the folder's summary holds
+        opts = dataclasses.replace(opts, seeds=sorted(set(opts.seeds) | set(finished_seed_numbers(out))))
     save_config(opts, saved_path)
     from clism.environment import write_environment
 
@@ -111,7 +114,10 @@ def _claim(out: Path, opts) -> None:
 
 
 def run_seeds(out: Path, seeds: Sequence[int], run_one: Callable[[int, Path], dict]) -> list[dict]:
-    """Call ``run_one(seed, out/seed-<s>)`` for each seed whose ``metrics.json`` is missing."""
+    """Call ``run_one(seed, out/seed-<s>)`` for each seed whose ``metrics.json`` is missing; return
+    the metrics of every seed finished in ``out``, in seed order: seeds an earlier call ran there
+    (``--seeds 1`` then ``--seeds 2``, the same settings, as ``claim_run_folder`` ensured) belong to
+    the run's summary too."""
     per_seed = []
     for seed in seeds:
         run_dir = out / f"seed-{seed}"
@@ -129,7 +135,17 @@ def run_seeds(out: Path, seeds: Sequence[int], run_one: Callable[[int, Path], di
             write_atomic(done, json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
         wait_for_everyone()
         per_seed.append(metrics)
-    return per_seed
+    earlier = {s: out / f"seed-{s}" / "metrics.json" for s in finished_seed_numbers(out) if s not in seeds}
+    if earlier:
+        log.info("the summary also holds seeds %s, finished earlier in %s", sorted(earlier), out)
+    per_seed += [json.loads(path.read_text()) for path in earlier.values()]
+    return sorted(per_seed, key=lambda m: m.get("seed", 0))
+
+
+def finished_seed_numbers(out: Path) -> list[int]:
+    """The seeds with a ``seed-<s>/metrics.json`` in ``out``, in order."""
+    found = [p.parent.name.removeprefix("seed-") for p in out.glob("seed-*/metrics.json")]
+    return sorted(int(s) for s in found if s.isdigit())
 
 
 def train_one_seed(task: str, model, features: list, collate, opts, seed: int, run_dir: Path, head_prefix: str):

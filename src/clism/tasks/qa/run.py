@@ -298,7 +298,7 @@ def run_finetune(opts: QAFinetuneOptions) -> dict:
         + xling_dev_sets(opts.xling_dev_questions, opts.data_dir, pool) + sets
     per_seed = run_seeds(out, opts.seeds, lambda seed, run_dir: finetune_one_seed(opts, pool, seed, sets, run_dir))
     k = f"{opts.train_examples} examples" if opts.train_examples else "full training set"
-    title = f"{opts.model}, head {opts.head}, {k}, seeds {','.join(map(str, opts.seeds))}"
+    title = f"{opts.model}, head {opts.head}, {k}, seeds {','.join(str(m.get('seed', '?')) for m in per_seed)}"
     summary = write_summary(out, per_seed, QA_KEYS, QA_LABELS, title)
     push_model(opts, out)
     return summary
