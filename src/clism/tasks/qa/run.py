@@ -7,7 +7,7 @@ Outputs of a run directory::
     seed-<s>/metrics.json             per dataset and language: exact_match, f1, total, missing
     seed-<s>/train_log.json           loss per step, speed
     seed-<s>/model/                   the fine-tuned checkpoint (when save_model)
-    metrics.json, metrics.md          mean and standard deviation over seeds
+    metrics.json, metrics.md          mean and standard deviation over every seed finished in the folder
 
 A seed whose ``metrics.json`` exists is skipped on restart, so an interrupted few-shot
 run resumes where it stopped.
