@@ -291,6 +291,46 @@ def test_replicated_arms_are_compared_with_base_language_by_language_over_runs(t
     assert "| CLISM+CACR+MLM | k64 | de | +5.00, +4.00 | +4.50 [-1.85, +10.85] |" in report
 
 
+def _fake_ner_cell(results, arm, f1_by_seed):
+    """A zero-shot NER cell's metrics: WikiAnn F1 (en, es) per seed, and CoNLL-2002 es, which the
+    WikiAnn tables must not read."""
+    for seed, (en, es) in f1_by_seed.items():
+        seed_dir = results / "ner" / arm / "zero-shot" / f"seed-{seed}"
+        seed_dir.mkdir(parents=True)
+        scored = {"wikiann": {"en": {"f1": en, "precision": en, "recall": en},
+                              "es": {"f1": es, "precision": es, "recall": es}},
+                  "conll2002": {"es": {"f1": 0.0, "precision": 0.0, "recall": 0.0}}}
+        (seed_dir / "metrics.json").write_text(json.dumps({"seed": seed, "results": scored}))
+
+
+def test_replicated_arms_get_paired_wikiann_differences_over_pretraining_runs(tmp_path):
+    """The paper's NER claim (WikiAnn, zero-shot from English) is read like the QA one: each run's
+    paired difference to base, the interval over runs, and language by language."""
+    results = tmp_path / "results"
+    _fake_cell(results, "base", "k64", {1: (40, 30)})  # QA cells alongside: their tables are unchanged
+    _fake_cell(results, "full-p1", "k64", {1: (42, 32)})
+    _fake_ner_cell(results, "base", {1: (80, 60)})
+    _fake_ner_cell(results, "mlm-only", {1: (78, 58)})
+    # average over en, es minus base's 70: run 1 +1 (en +2, es 0), run 2 +3 (en +2, es +4), run 3 +2 (en +2, es +2)
+    _fake_ner_cell(results, "full-p1", {1: (82, 60)})
+    _fake_ner_cell(results, "full-p2", {1: (82, 64)})
+    _fake_ner_cell(results, "full-p3", {1: (82, 62)})
+    report = build_report(results).read_text()
+    assert "## Paired differences over pre-training runs (WikiAnn NER F1" in report
+    # mean +2, sd 1 over 3 runs: +-4.303 / sqrt(3) = 2.48
+    assert "| CLISM+CACR+MLM | zero-shot | base encoder | 3 × 1 | +1.00, +3.00, +2.00 | +2.00 [-0.48, +4.48] |" \
+        in report
+    assert "| CLISM+CACR+MLM | zero-shot | MLM only (control) | 3 × 1 | +3.00, +5.00, +4.00 |" in report
+    assert "### The same against base, per language (WikiAnn F1)" in report
+    assert "| CLISM+CACR+MLM | zero-shot | es | +0.00, +4.00, +2.00 | +2.00 [-2.97, +6.97] |" in report
+    assert "| MLM only (control) | zero-shot | 1 | -2.00 | -2.00 (one run) |" in report  # pre-trained once
+    # the XQuAD tables hold the QA cells alone, the WikiAnn ones the NER cells alone
+    xquad = report.split("## Paired differences over pre-training runs (XQuAD")[1].split("\n## ")[0]
+    wikiann = report.split("## Paired differences over pre-training runs (WikiAnn")[1].split("\n## ")[0]
+    assert "| CLISM+CACR+MLM | k64 | base encoder | 1 × 1 | +2.00 | +2.00 (one run) | +2.00 |" in xquad
+    assert "zero-shot" not in xquad and "k64" not in wikiann
+
+
 def test_a_replicated_variant_meets_the_run_of_the_arm_it_changes_with_the_same_number(tmp_path):
     """A setting chosen over pre-training runs: variant run N against its arm's run N (same seed,
     same data build), the interval over runs."""

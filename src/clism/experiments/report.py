@@ -20,6 +20,13 @@ from clism.experiments.grid import arm_label, arm_order
 from clism.tasks.runs import summarize
 
 QA_DATASETS = {"xquad": "XQuAD", "mlqa": "MLQA", "tydiqa_goldp": "TyDiQA-GoldP"}
+NER_DATASETS = {"wikiann": "WikiAnn", "conll2002": "CoNLL-2002", "conll2003": "CoNLL-2003"}
+
+
+def task_of(dataset: str) -> str:
+    """The task whose cells score ``dataset``: NER for the NER benchmarks, QA for the rest (the QA
+    benchmarks and the development sets english-dev and xling-dev)."""
+    return "ner" if dataset in NER_DATASETS else "qa"
 
 # PAPER.md, "Reported results" (XLM-R base rows), the ablation and the few-shot table.
 PAPER = {
@@ -191,9 +198,9 @@ def per_seed_table(results: Path, cells: list[CellResult], variants: dict | None
 
 
 def seed_scores(results: Path, arm: str, setting: str, dataset: str = "xquad") -> dict[int, dict[str, float]]:
-    """{seed: {language: F1}} of one QA cell."""
+    """{seed: {language: F1}} of one cell: the QA cell, or the NER cell for an NER dataset."""
     out = {}
-    for path in sorted((results / "qa" / arm / setting).glob("seed-*/metrics.json")):
+    for path in sorted((results / task_of(dataset) / arm / setting).glob("seed-*/metrics.json")):
         per_lang = json.loads(path.read_text()).get("results", {}).get(dataset, {})
         if per_lang:
             out[int(path.parent.name.split("-")[1])] = {lang: m["f1"] for lang, m in per_lang.items()}
@@ -201,7 +208,7 @@ def seed_scores(results: Path, arm: str, setting: str, dataset: str = "xquad") -
 
 
 def seed_averages(results: Path, arm: str, setting: str, dataset: str = "xquad") -> dict[int, float]:
-    """{seed: F1 averaged over languages} of one QA cell."""
+    """{seed: F1 averaged over languages} of one cell (see ``seed_scores``)."""
     return {seed: statistics.fmean(f1.values()) for seed, f1 in seed_scores(results, arm, setting, dataset).items()}
 
 
@@ -215,17 +222,18 @@ COMPARED_DATASETS = (("xquad", "XQuAD F1 averaged over languages"),
                      ("english-dev", "english-dev F1: held-out English questions, where settings are chosen"),
                      ("xling-dev", "xling-dev F1: TyDiQA-GoldP train questions in languages other than English "
                                    "(Korean, Swahili in the mirror), never trained on: where cross-lingual "
-                                   "settings are chosen"))
+                                   "settings are chosen"),
+                     ("wikiann", "WikiAnn NER F1 averaged over languages, fine-tuned on English"))
 
 
-def variant_parent(results: Path, variant: str, setting: str, variants: dict) -> str:
+def variant_parent(results: Path, variant: str, setting: str, variants: dict, task: str = "qa") -> str:
     """The arm run a variant changes: its ``against:`` where the grid names one (a variant of a
     variant), else ``<arm>-p1`` where ``results`` replicated its arm, else ``<arm>``. A variant is
     pre-trained with its arm's first run's seed and data build."""
     if variants[variant].get("against"):
         return variants[variant]["against"]
     parent = variants[variant].get("arm", "")
-    return f"{parent}-p1" if (results / "qa" / f"{parent}-p1" / setting).is_dir() else parent
+    return f"{parent}-p1" if (results / task / f"{parent}-p1" / setting).is_dir() else parent
 
 
 def reference_table(results: Path, reference: Path, cells: list[CellResult], dataset: str = "xquad",
@@ -235,11 +243,11 @@ def reference_table(results: Path, reference: Path, cells: list[CellResult], dat
     head = ["cell", "seeds", "this experiment", f"{reference.name}: same arm", f"{reference.name}: base",
             "vs same arm (per seed)", "vs base (per seed)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for cell in (c for c in cells if c.task == "qa"):
+    for cell in (c for c in cells if c.task == task_of(dataset)):
         mine = seed_averages(results, cell.arm, cell.setting, dataset)
         if not mine:  # this cell was not scored on `dataset`
             continue
-        same_arm = variant_parent(reference, cell.arm, cell.setting, variants) \
+        same_arm = variant_parent(reference, cell.arm, cell.setting, variants, cell.task) \
             if cell.arm in (variants or {}) else cell.arm
         same = seed_averages(reference, same_arm, cell.setting, dataset)
         base = seed_averages(reference, "base", cell.setting, dataset)
@@ -287,12 +295,13 @@ def _range(values: list[int]) -> str:
     return f"{min(values)}" if min(values) == max(values) else f"{min(values)}–{max(values)}"
 
 
-def replicated_arms(cells: list[CellResult]) -> dict[str, list[str]]:
-    """{arm family: its pre-training runs} for the QA arms pre-trained several times (``<arm>-p<N>``)."""
+def replicated_arms(cells: list[CellResult], task: str = "qa") -> dict[str, list[str]]:
+    """{arm family: its pre-training runs} for the arms pre-trained several times (``<arm>-p<N>``)
+    that have cells of ``task``."""
     from clism.experiments.grid import split_replicate
 
     runs: dict[str, list[str]] = {}
-    for arm in sorted({c.arm for c in cells if c.task == "qa"}, key=arm_order):
+    for arm in sorted({c.arm for c in cells if c.task == task}, key=arm_order):
         family, n = split_replicate(arm)
         if n:
             runs.setdefault(family, []).append(arm)
@@ -312,8 +321,8 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
     ``only`` ({setting: seeds}) keeps those settings and seeds: a reference grid read on an experiment's."""
     from clism.experiments.grid import split_replicate
 
-    runs = replicated_arms(cells)
-    settings = sorted({c.setting for c in cells if c.task == "qa" and (only is None or c.setting in only)},
+    runs = replicated_arms(cells, task_of(dataset))
+    settings = sorted({c.setting for c in cells if c.task == task_of(dataset) and (only is None or c.setting in only)},
                       key=lambda x: (x == "zero-shot", len(x), x))
     head = ["arm", "setting", "against", "runs × seeds", "per run: mean paired difference",
             "mean [95% interval over runs]", "per fine-tuning seed, run by run"]
@@ -330,7 +339,7 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
                 for arm in arms:
                     n = split_replicate(arm)[1]
                     ref_arm = f"{reference}-p{n}" if reference != "base" and \
-                        (results / "qa" / f"{reference}-p{n}" / setting).is_dir() else reference
+                        (results / task_of(dataset) / f"{reference}-p{n}" / setting).is_dir() else reference
                     mine, ref = seed_averages(results, arm, setting, dataset), \
                         seed_averages(results, ref_arm, setting, dataset)
                     seeds = sorted(set(mine) & set(ref) & (only[setting] if only is not None else set(mine)))
@@ -357,8 +366,9 @@ def replicate_language_table(results: Path, cells: list[CellResult], dataset: st
                              variants: dict | None = None) -> str:
     """Each arm pre-trained several times against base, language by language: a run's value is
     its mean paired difference over fine-tuning seeds in that language, the interval is over runs."""
-    runs = replicated_arms(cells)
-    settings = sorted({c.setting for c in cells if c.task == "qa"}, key=lambda x: (x == "zero-shot", len(x), x))
+    runs = replicated_arms(cells, task_of(dataset))
+    settings = sorted({c.setting for c in cells if c.task == task_of(dataset)},
+                      key=lambda x: (x == "zero-shot", len(x), x))
     lines = ["| arm | setting | language | per run: mean paired difference | mean [95% interval over runs] |",
              "|---|---|---|---|---|"]
     for family, arms in runs.items():
@@ -387,8 +397,8 @@ def single_run_table(results: Path, cells: list[CellResult], dataset: str = "xqu
 
     head = ["arm", "setting", "seeds", "per seed: paired difference", "mean [95% interval over seeds]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for cell in sorted((c for c in cells if c.task == "qa"), key=lambda c: (arm_order(c.arm), len(c.setting),
-                                                                            c.setting)):
+    for cell in sorted((c for c in cells if c.task == task_of(dataset)),
+                       key=lambda c: (arm_order(c.arm), len(c.setting), c.setting)):
         if cell.arm == "base" or split_replicate(cell.arm)[1]:
             continue
         mine = seed_averages(results, cell.arm, cell.setting, dataset)
@@ -411,12 +421,13 @@ def variant_table(results: Path, cells: list[CellResult], variants: dict, datase
     (one pre-training run each)."""
     head = ["variant", "against", "setting", "seeds", "per seed: paired difference", "mean [95% interval over seeds]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for cell in sorted((c for c in cells if c.task == "qa" and c.arm in variants), key=lambda c: (c.arm, c.setting)):
+    for cell in sorted((c for c in cells if c.task == task_of(dataset) and c.arm in variants),
+                       key=lambda c: (c.arm, c.setting)):
         mine = seed_averages(results, cell.arm, cell.setting, dataset)
         parent, seeds, where = "", [], ""
         for folder in (results, reference):
             if folder is not None and folder.is_dir():
-                parent = variant_parent(folder, cell.arm, cell.setting, variants)
+                parent = variant_parent(folder, cell.arm, cell.setting, variants, cell.task)
                 ref = seed_averages(folder, parent, cell.setting, dataset)
                 seeds = sorted(set(mine) & set(ref))
                 if seeds:
@@ -575,9 +586,10 @@ def build_report(results: str | Path, title: str = "") -> Path:
                     "run-to-run spread is not in the interval.", "",
                     replicates, ""]
         by_language = replicate_language_table(results, cells, dataset, grid.get("variants")) \
-            if dataset == "xquad" else ""
+            if dataset in ("xquad", "wikiann") else ""
         if by_language:
-            out += ["### The same against base, per language (XQuAD F1)", "", by_language, ""]
+            out += [f"### The same against base, per language ({(QA_DATASETS | NER_DATASETS)[dataset]} F1)", "",
+                    by_language, ""]
         changed = variant_table(results, cells, grid.get("variants") or {}, dataset,
                                 Path(grid["compare_with"]) if grid.get("compare_with") else None)
         if changed:
@@ -596,7 +608,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
         reference = Path(grid["compare_with"])
         reference_cells = read_cells(reference) if reference.is_dir() else []
         for dataset, name in COMPARED_DATASETS:
-            if any(seed_averages(results, c.arm, c.setting, dataset) for c in cells if c.task == "qa"):
+            if any(seed_averages(results, c.arm, c.setting, dataset) for c in cells if c.task == task_of(dataset)):
                 out += [f"## Against `{reference}` (the same seeds; {name})", "",
                         reference_table(results, reference, cells, dataset, grid.get("variants"))
                         if reference.is_dir()
@@ -604,7 +616,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
                 # the reference's own paired differences over pre-training runs, on this experiment's seeds
                 mine = {}
                 for c in cells:
-                    if c.task == "qa":
+                    if c.task == task_of(dataset):
                         mine.setdefault(c.setting, set()).update(seed_averages(results, c.arm, c.setting, dataset))
                 there = replicate_table(reference, reference_cells, dataset, only=mine) if reference_cells else ""
                 if there:
