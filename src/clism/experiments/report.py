@@ -315,7 +315,7 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
     replicated variant also meets the replicated arm it changes (its ``against:``, else its
     ``arm:``), run N with run N, so the interval holds the spread between runs.
 
-    Pairs share the few-shot sample and the fine-tuning seed. A pre-training run's value is its
+    Pairs share the training sample and the fine-tuning seed. A pre-training run's value is its
     mean paired difference over fine-tuning seeds; the interval is over pre-training runs, so it
     holds the spread between pre-training runs that one pre-trained model's seeds leave out.
     ``only`` ({setting: seeds}) keeps those settings and seeds: a reference grid read on an experiment's."""
@@ -391,7 +391,7 @@ def replicate_language_table(results: Path, cells: list[CellResult], dataset: st
 
 def single_run_table(results: Path, cells: list[CellResult], dataset: str = "xquad",
                      variants: dict | None = None) -> str:
-    """Each arm pre-trained once against base, paired by few-shot sample and fine-tuning seed.
+    """Each arm pre-trained once against base, paired by training sample and fine-tuning seed.
     The interval is over fine-tuning seeds: it leaves out the spread between pre-training runs."""
     from clism.experiments.grid import split_replicate
 
@@ -413,7 +413,7 @@ def single_run_table(results: Path, cells: list[CellResult], dataset: str = "xqu
 
 def variant_table(results: Path, cells: list[CellResult], variants: dict, dataset: str = "xquad",
                   reference: Path | None = None) -> str:
-    """Each variant against the arm it changes, paired by few-shot sample and fine-tuning seed.
+    """Each variant against the arm it changes, paired by training sample and fine-tuning seed.
 
     The option the variant sets is the one difference (see ``variant_parent``). The arm's cells are
     read from this folder or, where it has none with these seeds, from the reference grid (the same
@@ -580,7 +580,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
         if replicates:
             out += [f"## Paired differences over pre-training runs ({name})", "",
                     "Each pre-trained arm was pre-trained several times (`<arm>-p<N>`: pre-training seed N and, "
-                    "for N > 1, its own data build). Within a run, the difference is paired by few-shot sample "
+                    "for N > 1, its own data build). Within a run, the difference is paired by training sample "
                     "and fine-tuning seed and averaged over seeds; the 95% interval is Student's t over runs. A "
                     "reference pre-trained once (without `-p<N>`) is the same model in every run, so its own "
                     "run-to-run spread is not in the interval.", "",
@@ -596,13 +596,13 @@ def build_report(results: str | Path, title: str = "") -> Path:
             out += [f"## Variants against the arm they change ({name})", "",
                     "A variant is pre-trained with its arm's first run's seed and data build, so the option it "
                     "sets is the one difference (a variant of a variant meets the arm its `against:` names). "
-                    "Paired by few-shot sample and fine-tuning seed; the interval is "
+                    "Paired by training sample and fine-tuning seed; the interval is "
                     "over fine-tuning seeds, so it leaves out the spread between pre-training runs.", "",
                     changed, ""]
         single = single_run_table(results, cells, dataset, grid.get("variants"))
         if single:
             out += [f"## Arms pre-trained once, against base ({name})", "",
-                    "Paired by few-shot sample and fine-tuning seed; the interval is over fine-tuning seeds, so "
+                    "Paired by training sample and fine-tuning seed; the interval is over fine-tuning seeds, so "
                     "it leaves out the spread between pre-training runs.", "", single, ""]
     if grid.get("compare_with"):
         reference = Path(grid["compare_with"])
