@@ -15,18 +15,22 @@ from pathlib import Path
 
 import yaml
 
+from clism.benchmarks.registry import DATASETS
 from clism.errors import NotFoundError
 from clism.experiments.grid import arm_label, arm_order
 from clism.tasks.runs import summarize
 
+# How the report's headings name the benchmarks
 QA_DATASETS = {"xquad": "XQuAD", "mlqa": "MLQA", "tydiqa_goldp": "TyDiQA-GoldP"}
 NER_DATASETS = {"wikiann": "WikiAnn", "conll2002": "CoNLL-2002", "conll2003": "CoNLL-2003"}
 
 
 def task_of(dataset: str) -> str:
-    """The task whose cells score ``dataset``: NER for the NER benchmarks, QA for the rest (the QA
-    benchmarks and the development sets english-dev and xling-dev)."""
-    return "ner" if dataset in NER_DATASETS else "qa"
+    """The task whose cells score ``dataset``, as the benchmark registry files it: ``ner`` cells for
+    the NER benchmarks, ``qa`` cells for the rest (the QA benchmarks and the development sets
+    english-dev and xling-dev, which are not in the registry)."""
+    spec = DATASETS.get(dataset)
+    return "ner" if spec is not None and spec.task == "ner" else "qa"
 
 # PAPER.md, "Reported results" (XLM-R base rows), the ablation and the few-shot table.
 PAPER = {
