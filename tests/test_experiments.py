@@ -212,6 +212,13 @@ def test_an_experiment_scored_on_english_dev_only_is_compared_on_english_dev(tmp
     # full - base run 1 +14, +11 (+12.50), run 2 +10, +2 (+6.00); 12.706 * sd 4.596 / sqrt(2) = 41.29
     assert "### `results/grid` over its pre-training runs, on this experiment's settings and seeds" in report
     assert "| CLISM+CACR+MLM | k128 | base encoder | 2 × 2 | +12.50, +6.00 | +9.25 [-32.04, +50.54] |" in report
+    # no XQuAD scores here: no empty XQuAD tables and no XQuAD figure, while the reference keeps them
+    assert "## Ablation" not in report and "## Few-shot XQuAD F1" not in report
+    assert "few_shot_xquad.png" not in report and not (experiment / "figures" / "few_shot_xquad.png").exists()
+    there = build_report(reference).read_text()
+    assert "## Few-shot XQuAD F1" in there and "| 128 | 35.67 ± 1.15 (3) |" in there
+    assert "## Ablation" not in there  # its columns are zero-shot and k = 256, which the reference did not run
+    assert (reference / "figures" / "few_shot_xquad.png").is_file()
 
 
 def test_a_variant_is_compared_seed_by_seed_with_the_run_it_changes(tmp_path):

@@ -107,17 +107,21 @@ def average_table(cells: list[CellResult]) -> str:
 
 
 def ablation_table(cells: list[CellResult], k: int = 256) -> str:
+    """The paper's ablation table, or "" when no arm was scored on any of its columns (a grid that
+    chooses settings on the dev sets alone)."""
     head = ["model", "XQuAD F1 zero-shot", f"XQuAD F1 k={k}", "MLQA F1 zero-shot", "WikiAnn F1",
             "paper XQuAD F1 (zero-shot)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for arm in arms_present(cells):
         zero, few = _find(cells, "qa", arm, "zero-shot"), _find(cells, "qa", arm, f"k{k}")
         paper = PAPER["ablation_f1"].get(arm)
-        lines.append("| " + " | ".join([
-            arm_label(arm), _mean_std(zero, "xquad"), _mean_std(few, "xquad"), _mean_std(zero, "mlqa"),
-            _mean_std(_find(cells, "ner", arm, "zero-shot"), "wikiann"),
-            f"{paper[1]:.2f}" if paper else "–"]) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([arm_label(arm), _mean_std(zero, "xquad"), _mean_std(few, "xquad"), _mean_std(zero, "mlqa"),
+                     _mean_std(_find(cells, "ner", arm, "zero-shot"), "wikiann"),
+                     f"{paper[1]:.2f}" if paper else "–"])
+    if all(value == "–" for row in rows for value in row[1:-1]):
+        return ""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
 def few_shot_ks(cells: list[CellResult]) -> list[int]:
@@ -125,6 +129,9 @@ def few_shot_ks(cells: list[CellResult]) -> list[int]:
 
 
 def few_shot_table(cells: list[CellResult], dataset: str = "xquad") -> str:
+    """Few-shot F1 on ``dataset`` per k and arm, or "" when no few-shot cell was scored on it."""
+    if not any(c.task == "qa" and c.setting.startswith("k") and dataset in c.summary for c in cells):
+        return ""
     arms = [a for a in arms_present(cells) if any(c.arm == a and c.setting.startswith("k") for c in cells)]
     head = ["k"] + [f"{arm_label(a)} (seeds)" for a in arms] + ["paper: XLM-R base", "paper: CLISM+CACR"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -459,7 +466,8 @@ def _pyplot():
 
 def few_shot_figure(cells: list[CellResult], path: Path, dataset: str = "xquad") -> Path | None:
     ks = few_shot_ks(cells)
-    if not ks:
+    if not any(c.task == "qa" and c.setting.startswith("k") and dataset in c.summary for c in cells):
+        path.unlink(missing_ok=True)  # a figure from an earlier report would show data this one does not hold
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -490,6 +498,7 @@ def per_language_figure(cells: list[CellResult], setting: str, path: Path, datas
     present = [(arm, c) for arm in arms_present(cells)
                if (c := _find(cells, "qa", arm, setting)) and dataset in c.summary]
     if not present:
+        path.unlink(missing_ok=True)  # as in few_shot_figure
         return None
     langs = [lang for lang in present[0][1].summary[dataset] if lang != "average" and "-" not in lang]
     plt = _pyplot()
@@ -628,8 +637,11 @@ def build_report(results: str | Path, title: str = "") -> Path:
                             "seeds", "", there, ""]
     if any(c.setting == "zero-shot" for c in cells):
         out += ["## Averages over languages (zero-shot, fine-tuned on English)", "", average_table(cells), ""]
-    out += ["## Ablation", "", ablation_table(cells, k), "",
-            "## Few-shot XQuAD F1 (average over languages, mean ± std over seeds)", "", few_shot_table(cells), ""]
+    ablation, few_shot = ablation_table(cells, k), few_shot_table(cells)
+    if ablation:
+        out += ["## Ablation", "", ablation, ""]
+    if few_shot:
+        out += ["## Few-shot XQuAD F1 (average over languages, mean ± std over seeds)", "", few_shot, ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in made if p] + [""]
     seeds = per_seed_table(results, cells, grid.get("variants"))
     if seeds:
