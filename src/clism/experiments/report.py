@@ -128,9 +128,14 @@ def few_shot_ks(cells: list[CellResult]) -> list[int]:
     return sorted({int(c.setting[1:]) for c in cells if c.task == "qa" and c.setting.startswith("k")})
 
 
+def few_shot_scored(cells: list[CellResult], dataset: str) -> bool:
+    """Whether any few-shot QA cell was scored on ``dataset`` (a dev-set grid scores no XQuAD)."""
+    return any(c.task == "qa" and c.setting.startswith("k") and dataset in c.summary for c in cells)
+
+
 def few_shot_table(cells: list[CellResult], dataset: str = "xquad") -> str:
     """Few-shot F1 on ``dataset`` per k and arm, or "" when no few-shot cell was scored on it."""
-    if not any(c.task == "qa" and c.setting.startswith("k") and dataset in c.summary for c in cells):
+    if not few_shot_scored(cells, dataset):
         return ""
     arms = [a for a in arms_present(cells) if any(c.arm == a and c.setting.startswith("k") for c in cells)]
     head = ["k"] + [f"{arm_label(a)} (seeds)" for a in arms] + ["paper: XLM-R base", "paper: CLISM+CACR"]
@@ -466,7 +471,7 @@ def _pyplot():
 
 def few_shot_figure(cells: list[CellResult], path: Path, dataset: str = "xquad") -> Path | None:
     ks = few_shot_ks(cells)
-    if not any(c.task == "qa" and c.setting.startswith("k") and dataset in c.summary for c in cells):
+    if not few_shot_scored(cells, dataset):
         path.unlink(missing_ok=True)  # a figure from an earlier report would show data this one does not hold
         return None
     plt = _pyplot()
