@@ -202,6 +202,9 @@ def test_an_experiment_scored_on_english_dev_only_is_compared_on_english_dev(tmp
     _fake_cell(experiment, "base", "k128", {1: None, 2: None}, english_dev={1: 41.0, 2: 42.0})
     _fake_cell(experiment, "full-p1", "k128", {1: None, 2: None}, english_dev={1: 40.0, 2: 42.0})
     (experiment / "grid.yaml").write_text(yaml.safe_dump({"name": "more-steps", "compare_with": "results/grid"}))
+    stale = experiment / "figures" / "few_shot_xquad.png"  # left by an earlier report
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"\x89PNG")
     report = build_report(experiment).read_text()
     assert "## Against `results/grid` (the same seeds; english-dev F1" in report
     assert "## Against `results/grid` (the same seeds; XQuAD" not in report

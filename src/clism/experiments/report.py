@@ -32,6 +32,10 @@ def task_of(dataset: str) -> str:
     spec = DATASETS.get(dataset)
     return "ner" if spec is not None and spec.task == "ner" else "qa"
 
+# What the tables of one pre-trained model per arm hold
+SEED_PAIRING = ("Paired by training sample and fine-tuning seed; the interval is over fine-tuning seeds, so it "
+                "leaves out the spread between pre-training runs.")
+
 # PAPER.md, "Reported results" (XLM-R base rows), the ablation and the few-shot table.
 PAPER = {
     "average": {"base": {"mlqa": (64.14, 46.00), "xquad": (73.54, 57.55), "conll": 78.48, "wikiann": 70.28},
@@ -614,14 +618,12 @@ def build_report(results: str | Path, title: str = "") -> Path:
             out += [f"## Variants against the arm they change ({name})", "",
                     "A variant is pre-trained with its arm's first run's seed and data build, so the option it "
                     "sets is the one difference (a variant of a variant meets the arm its `against:` names). "
-                    "Paired by training sample and fine-tuning seed; the interval is "
-                    "over fine-tuning seeds, so it leaves out the spread between pre-training runs.", "",
+                    + SEED_PAIRING, "",
                     changed, ""]
         single = single_run_table(results, cells, dataset, grid.get("variants"))
         if single:
             out += [f"## Arms pre-trained once, against base ({name})", "",
-                    "Paired by training sample and fine-tuning seed; the interval is over fine-tuning seeds, so "
-                    "it leaves out the spread between pre-training runs.", "", single, ""]
+                    SEED_PAIRING, "", single, ""]
     if grid.get("compare_with"):
         reference = Path(grid["compare_with"])
         reference_cells = read_cells(reference) if reference.is_dir() else []
