@@ -358,6 +358,23 @@ def test_a_replicated_variant_meets_the_run_of_the_arm_it_changes_with_the_same_
     assert "| layer decay | k256 | base encoder | 2 × 2 | +2.50, +7.00 |" in report
 
 
+def test_every_table_names_a_variant_by_its_label_and_lists_only_arms_it_measured(tmp_path):
+    """A variant that joined a grid late (few-shot only so far) appears under its label in the
+    few-shot tables and not as an empty row of the zero-shot averages."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "grid.yaml").write_text(yaml.safe_dump({"variants": {"llrd": {"arm": "no-mlm", "label": "layer decay"}}}))
+    _fake_cell(results, "base", "zero-shot", {1: (50, 40)})
+    _fake_cell(results, "base", "k128", {1: (30, 20)})
+    _fake_cell(results, "llrd-p1", "k128", {1: (36, 24)})
+    report = build_report(results).read_text()
+    averages = report.split("## Averages over languages")[1].split("\n## ")[0]
+    assert "| base encoder | 45.00" in averages and "llrd" not in averages and "layer decay" not in averages
+    few_shot = report.split("## Few-shot XQuAD F1")[1].split("\n## ")[0]
+    assert "| layer decay (pre-training run 1) (seeds) |" in few_shot and "| 128 | 25.00 (1) | 30.00 (1) |" in few_shot
+    assert "llrd" not in report.split("Grid file:")[0]
+
+
 def test_replicate_and_variant_arms_are_pre_trained_with_their_own_seed_data_and_settings(tmp_path):
     from pathlib import Path
 

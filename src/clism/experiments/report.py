@@ -94,13 +94,17 @@ def arms_present(cells: list[CellResult]) -> list[str]:
     return sorted({c.arm for c in cells}, key=arm_order)
 
 
-def average_table(cells: list[CellResult]) -> str:
+def average_table(cells: list[CellResult], variants: dict | None = None) -> str:
+    """Zero-shot averages, one row per arm scored zero-shot (QA or NER), then the paper's."""
     datasets = [d for d in QA_DATASETS if any(d in c.summary for c in cells if c.setting == "zero-shot")]
     head = ["model"] + [f"{QA_DATASETS[d]} F1 / EM" for d in datasets] + ["CoNLL F1", "WikiAnn F1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm in arms_present(cells):
         qa, ner = _find(cells, "qa", arm, "zero-shot"), _find(cells, "ner", arm, "zero-shot")
-        row = [arm_label(arm)] + [f"{_mean_std(qa, d)} / {_mean_std(qa, d, key='exact_match')}" for d in datasets]
+        if qa is None and ner is None:  # an arm run few-shot only so far
+            continue
+        row = [arm_label(arm, variants)]
+        row += [f"{_mean_std(qa, d)} / {_mean_std(qa, d, key='exact_match')}" for d in datasets]
         row += [_conll_average(ner), _mean_std(ner, "wikiann")]
         lines.append("| " + " | ".join(row) + " |")
     for arm, label in (("base", "paper: XLM-R base"), ("full", "paper: CLISM+CACR from XLM-R base")):
@@ -110,7 +114,7 @@ def average_table(cells: list[CellResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ablation_table(cells: list[CellResult], k: int = 256) -> str:
+def ablation_table(cells: list[CellResult], k: int = 256, variants: dict | None = None) -> str:
     """The paper's ablation table, or "" when no arm was scored on any of its columns (a grid that
     chooses settings on the dev sets alone)."""
     head = ["model", "XQuAD F1 zero-shot", f"XQuAD F1 k={k}", "MLQA F1 zero-shot", "WikiAnn F1",
@@ -119,8 +123,8 @@ def ablation_table(cells: list[CellResult], k: int = 256) -> str:
     for arm in arms_present(cells):
         zero, few = _find(cells, "qa", arm, "zero-shot"), _find(cells, "qa", arm, f"k{k}")
         paper = PAPER["ablation_f1"].get(arm)
-        rows.append([arm_label(arm), _mean_std(zero, "xquad"), _mean_std(few, "xquad"), _mean_std(zero, "mlqa"),
-                     _mean_std(_find(cells, "ner", arm, "zero-shot"), "wikiann"),
+        rows.append([arm_label(arm, variants), _mean_std(zero, "xquad"), _mean_std(few, "xquad"),
+                     _mean_std(zero, "mlqa"), _mean_std(_find(cells, "ner", arm, "zero-shot"), "wikiann"),
                      f"{paper[1]:.2f}" if paper else "–"])
     if all(value == "–" for row in rows for value in row[1:-1]):
         return ""
@@ -137,12 +141,12 @@ def few_shot_scored(cells: list[CellResult], dataset: str) -> bool:
     return any(c.task == "qa" and c.setting.startswith("k") and dataset in c.summary for c in cells)
 
 
-def few_shot_table(cells: list[CellResult], dataset: str = "xquad") -> str:
+def few_shot_table(cells: list[CellResult], dataset: str = "xquad", variants: dict | None = None) -> str:
     """Few-shot F1 on ``dataset`` per k and arm, or "" when no few-shot cell was scored on it."""
     if not few_shot_scored(cells, dataset):
         return ""
     arms = [a for a in arms_present(cells) if any(c.arm == a and c.setting.startswith("k") for c in cells)]
-    head = ["k"] + [f"{arm_label(a)} (seeds)" for a in arms] + ["paper: XLM-R base", "paper: CLISM+CACR"]
+    head = ["k"] + [f"{arm_label(a, variants)} (seeds)" for a in arms] + ["paper: XLM-R base", "paper: CLISM+CACR"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for k in few_shot_ks(cells):
         row = [str(k)]
@@ -154,7 +158,7 @@ def few_shot_table(cells: list[CellResult], dataset: str = "xquad") -> str:
     return "\n".join(lines) + "\n"
 
 
-def training_loss_table(results: Path, cells: list[CellResult]) -> str:
+def training_loss_table(results: Path, cells: list[CellResult], variants: dict | None = None) -> str:
     """Few-shot training loss at a few step counts (each the mean of the 5 steps up to it, then over
     seeds): whether a k was trained until it knew its sample by heart (loss near zero)."""
     rows = []
@@ -176,7 +180,7 @@ def training_loss_table(results: Path, cells: list[CellResult]) -> str:
                 return "–"
             return f"{statistics.mean(statistics.mean(r[max(0, step - 5):step]) for r in runs):.3f}"
         last = statistics.mean(statistics.mean(r[-5:]) for r in runs)
-        lines.append(f"| {k} | {arm_label(arm)} | {len(runs[0])} | " + "".join(f"{at(s)} | " for s in steps)
+        lines.append(f"| {k} | {arm_label(arm, variants)} | {len(runs[0])} | " + "".join(f"{at(s)} | " for s in steps)
                      + f"{last:.3f} | {len(runs)} |")
     return "\n".join(lines) + "\n"
 
@@ -473,7 +477,8 @@ def _pyplot():
     return plt
 
 
-def few_shot_figure(cells: list[CellResult], path: Path, dataset: str = "xquad") -> Path | None:
+def few_shot_figure(cells: list[CellResult], path: Path, dataset: str = "xquad",
+                    variants: dict | None = None) -> Path | None:
     ks = few_shot_ks(cells)
     if not few_shot_scored(cells, dataset):
         path.unlink(missing_ok=True)  # a figure from an earlier report would show data this one does not hold
@@ -485,7 +490,7 @@ def few_shot_figure(cells: list[CellResult], path: Path, dataset: str = "xquad")
                   if (c := _find(cells, "qa", arm, f"k{k}")) and dataset in c.summary]
         if points:
             ax.errorbar([k for k, _ in points], [s["f1_mean"] for _, s in points],
-                        yerr=[s["f1_std"] for _, s in points], marker="o", capsize=3, label=arm_label(arm))
+                        yerr=[s["f1_std"] for _, s in points], marker="o", capsize=3, label=arm_label(arm, variants))
     for arm, style in (("base", ":"), ("full", "--")):
         paper = PAPER["few_shot_xquad_f1"][arm]
         ax.plot(list(paper), list(paper.values()), style, color="grey", label=f"paper: {arm_label(arm)} (XLM-R)")
@@ -503,7 +508,8 @@ def few_shot_figure(cells: list[CellResult], path: Path, dataset: str = "xquad")
     return path
 
 
-def per_language_figure(cells: list[CellResult], setting: str, path: Path, dataset: str = "xquad") -> Path | None:
+def per_language_figure(cells: list[CellResult], setting: str, path: Path, dataset: str = "xquad",
+                        variants: dict | None = None) -> Path | None:
     present = [(arm, c) for arm in arms_present(cells)
                if (c := _find(cells, "qa", arm, setting)) and dataset in c.summary]
     if not present:
@@ -516,7 +522,7 @@ def per_language_figure(cells: list[CellResult], setting: str, path: Path, datas
     for i, (arm, cell) in enumerate(present):
         stats = [cell.summary[dataset].get(lang, {"f1_mean": 0.0, "f1_std": 0.0}) for lang in langs]
         ax.bar([j + i * width for j in range(len(langs))], [s["f1_mean"] for s in stats], width,
-               yerr=[s["f1_std"] for s in stats], capsize=2, label=arm_label(arm))
+               yerr=[s["f1_std"] for s in stats], capsize=2, label=arm_label(arm, variants))
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(langs))], langs)
     ax.set_ylabel("F1")
     label = "zero-shot (English training set)" if setting == "zero-shot" else f"few-shot, k={setting[1:]}"
@@ -580,9 +586,10 @@ def build_report(results: str | Path, title: str = "") -> Path:
     k = int(grid.get("headline_k", 256))
     figures = results / "figures"
     figures.mkdir(exist_ok=True)
-    made = [few_shot_figure(cells, figures / "few_shot_xquad.png"),
-            per_language_figure(cells, f"k{k}", figures / f"xquad_per_language_k{k}.png"),
-            per_language_figure(cells, "zero-shot", figures / "xquad_per_language_zero_shot.png")]
+    variants = grid.get("variants") or {}
+    made = [few_shot_figure(cells, figures / "few_shot_xquad.png", variants=variants),
+            per_language_figure(cells, f"k{k}", figures / f"xquad_per_language_k{k}.png", variants=variants),
+            per_language_figure(cells, "zero-shot", figures / "xquad_per_language_zero_shot.png", variants=variants)]
     machine = json.loads((results / "machine.json").read_text()) if (results / "machine.json").is_file() else {}
     seconds, ledger = _wall_time(results)
     name = grid.get("name", results.name)
@@ -598,7 +605,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
                 out += [f"## XQuAD, {label}: {arm_label('full')} against {arm_label(other)}", "",
                         comparison_table(cells, setting, other, "full"), ""]
     for dataset, name in COMPARED_DATASETS:
-        replicates = replicate_table(results, cells, dataset, variants=grid.get("variants"))
+        replicates = replicate_table(results, cells, dataset, variants=variants)
         if replicates:
             out += [f"## Paired differences over pre-training runs ({name})", "",
                     "Each pre-trained arm was pre-trained several times (`<arm>-p<N>`: pre-training seed N and, "
@@ -607,12 +614,12 @@ def build_report(results: str | Path, title: str = "") -> Path:
                     "reference pre-trained once (without `-p<N>`) is the same model in every run, so its own "
                     "run-to-run spread is not in the interval.", "",
                     replicates, ""]
-        by_language = replicate_language_table(results, cells, dataset, grid.get("variants")) \
+        by_language = replicate_language_table(results, cells, dataset, variants) \
             if dataset in ("xquad", "wikiann") else ""
         if by_language:
             out += [f"### The same against base, per language ({(QA_DATASETS | NER_DATASETS)[dataset]} F1)", "",
                     by_language, ""]
-        changed = variant_table(results, cells, grid.get("variants") or {}, dataset,
+        changed = variant_table(results, cells, variants, dataset,
                                 Path(grid["compare_with"]) if grid.get("compare_with") else None)
         if changed:
             out += [f"## Variants against the arm they change ({name})", "",
@@ -620,7 +627,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
                     "sets is the one difference (a variant of a variant meets the arm its `against:` names). "
                     + SEED_PAIRING, "",
                     changed, ""]
-        single = single_run_table(results, cells, dataset, grid.get("variants"))
+        single = single_run_table(results, cells, dataset, variants)
         if single:
             out += [f"## Arms pre-trained once, against base ({name})", "",
                     SEED_PAIRING, "", single, ""]
@@ -630,7 +637,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
         for dataset, name in COMPARED_DATASETS:
             if any(seed_averages(results, c.arm, c.setting, dataset) for c in cells if c.task == task_of(dataset)):
                 out += [f"## Against `{reference}` (the same seeds; {name})", "",
-                        reference_table(results, reference, cells, dataset, grid.get("variants"))
+                        reference_table(results, reference, cells, dataset, variants)
                         if reference.is_dir()
                         else f"(the reference folder {reference} is not here)\n", ""]
                 # the reference's own paired differences over pre-training runs, on this experiment's seeds
@@ -643,21 +650,21 @@ def build_report(results: str | Path, title: str = "") -> Path:
                     out += [f"### `{reference}` over its pre-training runs, on this experiment's settings and "
                             "seeds", "", there, ""]
     if any(c.setting == "zero-shot" for c in cells):
-        out += ["## Averages over languages (zero-shot, fine-tuned on English)", "", average_table(cells), ""]
-    ablation, few_shot = ablation_table(cells, k), few_shot_table(cells)
+        out += ["## Averages over languages (zero-shot, fine-tuned on English)", "", average_table(cells, variants), ""]
+    ablation, few_shot = ablation_table(cells, k, variants), few_shot_table(cells, variants=variants)
     if ablation:
         out += ["## Ablation", "", ablation, ""]
     if few_shot:
         out += ["## Few-shot XQuAD F1 (average over languages, mean ± std over seeds)", "", few_shot, ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in made if p] + [""]
-    seeds = per_seed_table(results, cells, grid.get("variants"))
+    seeds = per_seed_table(results, cells, variants)
     if seeds:
         out += ["## Few-shot F1 per fine-tuning seed (averaged over languages)", "", seeds, ""]
-    losses = training_loss_table(results, cells)
+    losses = training_loss_table(results, cells, variants)
     if losses:
         out += ["## Few-shot training loss (mean of the 5 steps up to each step count, then over seeds)", "",
                 losses, ""]
-    rows = _pretrain_rows(results, grid.get("variants"))
+    rows = _pretrain_rows(results, variants)
     if rows:
         out += ["## Pre-training (the same budget for every arm)", "",
                 "| arm | steps | seconds | losses, first step → mean of the steps logged in the last quarter | "
