@@ -645,7 +645,8 @@ def build_report(results: str | Path, title: str = "") -> Path:
                 for c in cells:
                     if c.task == task_of(dataset):
                         mine.setdefault(c.setting, set()).update(seed_averages(results, c.arm, c.setting, dataset))
-                there = replicate_table(reference, reference_cells, dataset, only=mine) if reference_cells else ""
+                there = replicate_table(reference, reference_cells, dataset, only=mine, variants=variants) \
+                    if reference_cells else ""
                 if there:
                     out += [f"### `{reference}` over its pre-training runs, on this experiment's settings and "
                             "seeds", "", there, ""]
