@@ -373,6 +373,18 @@ def test_every_table_names_a_variant_by_its_label_and_lists_only_arms_it_measure
     few_shot = report.split("## Few-shot XQuAD F1")[1].split("\n## ")[0]
     assert "| layer decay (pre-training run 1) (seeds) |" in few_shot and "| 128 | 25.00 (1) | 30.00 (1) |" in few_shot
     assert "llrd" not in report.split("Grid file:")[0]
+    # so do the reference grid's tables, in an experiment that reruns the variant's cells with other settings
+    experiment = tmp_path / "experiment"
+    _fake_cell(results, "llrd-p2", "k128", {1: (34, 26)})
+    _fake_cell(experiment, "base", "k128", {1: (32, 22)})
+    _fake_cell(experiment, "llrd-p1", "k128", {1: (37, 25)})
+    (experiment / "grid.yaml").write_text(yaml.safe_dump({"compare_with": str(results), "variants": {
+        "llrd": {"arm": "no-mlm", "label": "layer decay"}}}))
+    report = build_report(experiment).read_text()
+    theirs = report.split(f"### `{results}` over its pre-training runs")[1].split("\n## ")[0]
+    assert "| layer decay | k128 | base encoder | 2 × 1 | +5.00, +5.00 |" in theirs and "llrd" not in theirs
+    # (the seed-by-seed table's "cell" column is the folder, qa/<arm>/<setting>, so that one is found on disk)
+    assert "| llrd-p1 k128 | 1 | 31.00 | 30.00 | 25.00 |" in report
 
 
 def test_replicate_and_variant_arms_are_pre_trained_with_their_own_seed_data_and_settings(tmp_path):
