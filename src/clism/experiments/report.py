@@ -94,7 +94,7 @@ def arms_present(cells: list[CellResult]) -> list[str]:
     return sorted({c.arm for c in cells}, key=arm_order)
 
 
-def average_table(cells: list[CellResult], variants: dict | None = None) -> str:
+def average_table(cells: list[CellResult], *, variants: dict) -> str:
     """Zero-shot averages, one row per arm scored zero-shot (QA or NER), then the paper's."""
     datasets = [d for d in QA_DATASETS if any(d in c.summary for c in cells if c.setting == "zero-shot")]
     head = ["model"] + [f"{QA_DATASETS[d]} F1 / EM" for d in datasets] + ["CoNLL F1", "WikiAnn F1"]
@@ -114,7 +114,7 @@ def average_table(cells: list[CellResult], variants: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ablation_table(cells: list[CellResult], k: int = 256, variants: dict | None = None) -> str:
+def ablation_table(cells: list[CellResult], k: int = 256, *, variants: dict) -> str:
     """The paper's ablation table, or "" when no arm was scored on any of its columns (a grid that
     chooses settings on the dev sets alone)."""
     head = ["model", "XQuAD F1 zero-shot", f"XQuAD F1 k={k}", "MLQA F1 zero-shot", "WikiAnn F1",
@@ -141,7 +141,7 @@ def few_shot_scored(cells: list[CellResult], dataset: str) -> bool:
     return any(c.task == "qa" and c.setting.startswith("k") and dataset in c.summary for c in cells)
 
 
-def few_shot_table(cells: list[CellResult], dataset: str = "xquad", variants: dict | None = None) -> str:
+def few_shot_table(cells: list[CellResult], dataset: str = "xquad", *, variants: dict) -> str:
     """Few-shot F1 on ``dataset`` per k and arm, or "" when no few-shot cell was scored on it."""
     if not few_shot_scored(cells, dataset):
         return ""
@@ -158,7 +158,7 @@ def few_shot_table(cells: list[CellResult], dataset: str = "xquad", variants: di
     return "\n".join(lines) + "\n"
 
 
-def training_loss_table(results: Path, cells: list[CellResult], variants: dict | None = None) -> str:
+def training_loss_table(results: Path, cells: list[CellResult], *, variants: dict) -> str:
     """Few-shot training loss at a few step counts (each the mean of the 5 steps up to it, then over
     seeds): whether a k was trained until it knew its sample by heart (loss near zero)."""
     rows = []
@@ -203,7 +203,7 @@ def comparison_table(cells: list[CellResult], setting: str, arm_a: str, arm_b: s
     return "\n".join(lines) + "\n"
 
 
-def per_seed_table(results: Path, cells: list[CellResult], variants: dict | None = None) -> str:
+def per_seed_table(results: Path, cells: list[CellResult], *, variants: dict) -> str:
     """Each few-shot cell's F1 per fine-tuning seed (the development sets, where present, and XQuAD,
     averaged over languages): the numbers every paired difference is made of."""
     few_shot = sorted((c for c in cells if c.task == "qa" and c.setting.startswith("k")),
@@ -261,7 +261,7 @@ def variant_parent(results: Path, variant: str, setting: str, variants: dict, ta
 
 
 def reference_table(results: Path, reference: Path, cells: list[CellResult], dataset: str = "xquad",
-                    variants: dict | None = None) -> str:
+                    *, variants: dict) -> str:
     """Each QA cell of an experiment against the reference grid's same arm and its base, on the same seeds.
     A variant's "same arm" there is the arm run it changes."""
     head = ["cell", "seeds", "this experiment", f"{reference.name}: same arm", f"{reference.name}: base",
@@ -272,7 +272,7 @@ def reference_table(results: Path, reference: Path, cells: list[CellResult], dat
         if not mine:  # this cell was not scored on `dataset`
             continue
         same_arm = variant_parent(reference, cell.arm, cell.setting, variants, cell.task) \
-            if cell.arm in (variants or {}) else cell.arm
+            if cell.arm in variants else cell.arm
         same = seed_averages(reference, same_arm, cell.setting, dataset)
         base = seed_averages(reference, "base", cell.setting, dataset)
         # an arm the reference never ran (nor the arm it changes) is compared with base alone
@@ -333,7 +333,7 @@ def replicated_arms(cells: list[CellResult], task: str = "qa") -> dict[str, list
 
 
 def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xquad",
-                    only: dict[str, set[int]] | None = None, variants: dict | None = None) -> str:
+                    only: dict[str, set[int]] | None = None, *, variants: dict) -> str:
     """Each arm pre-trained several times (``<arm>-p<N>``) against base, the MLM-only control
     and, for the others, the full method's run of the same N (same seed, same data build); a
     replicated variant also meets the replicated arm it changes (its ``against:``, else its
@@ -352,7 +352,7 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
             "mean [95% interval over runs]", "per fine-tuning seed, run by run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for family, arms in runs.items():
-        variant = (variants or {}).get(family, {})
+        variant = variants.get(family, {})
         parent = variant.get("against") or variant.get("arm")
         references = ["base", "mlm-only", "full"] + ([parent] if parent in runs and parent != "full" else [])
         for setting in settings:
@@ -387,7 +387,7 @@ def replicate_table(results: Path, cells: list[CellResult], dataset: str = "xqua
 
 
 def replicate_language_table(results: Path, cells: list[CellResult], dataset: str = "xquad",
-                             variants: dict | None = None) -> str:
+                             *, variants: dict) -> str:
     """Each arm pre-trained several times against base, language by language: a run's value is
     its mean paired difference over fine-tuning seeds in that language, the interval is over runs."""
     runs = replicated_arms(cells, task_of(dataset))
@@ -414,7 +414,7 @@ def replicate_language_table(results: Path, cells: list[CellResult], dataset: st
 
 
 def single_run_table(results: Path, cells: list[CellResult], dataset: str = "xquad",
-                     variants: dict | None = None) -> str:
+                     *, variants: dict) -> str:
     """Each arm pre-trained once against base, paired by training sample and fine-tuning seed.
     The interval is over fine-tuning seeds: it leaves out the spread between pre-training runs."""
     from clism.experiments.grid import split_replicate
@@ -478,7 +478,7 @@ def _pyplot():
 
 
 def few_shot_figure(cells: list[CellResult], path: Path, dataset: str = "xquad",
-                    variants: dict | None = None) -> Path | None:
+                    *, variants: dict) -> Path | None:
     ks = few_shot_ks(cells)
     if not few_shot_scored(cells, dataset):
         path.unlink(missing_ok=True)  # a figure from an earlier report would show data this one does not hold
@@ -509,7 +509,7 @@ def few_shot_figure(cells: list[CellResult], path: Path, dataset: str = "xquad",
 
 
 def per_language_figure(cells: list[CellResult], setting: str, path: Path, dataset: str = "xquad",
-                        variants: dict | None = None) -> Path | None:
+                        *, variants: dict) -> Path | None:
     present = [(arm, c) for arm in arms_present(cells)
                if (c := _find(cells, "qa", arm, setting)) and dataset in c.summary]
     if not present:
@@ -544,7 +544,7 @@ def _wall_time(results: Path) -> tuple[float, list[dict]]:
     return sum(r["seconds"] for r in records), records
 
 
-def _pretrain_rows(results: Path, variants: dict | None = None) -> list[str]:
+def _pretrain_rows(results: Path, *, variants: dict) -> list[str]:
     rows = []
     for arm in sorted((p.name for p in (results / "pretrain").glob("*")), key=arm_order):
         summary_path = results / "pretrain" / arm / "summary.json"
@@ -614,7 +614,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
                     "reference pre-trained once (without `-p<N>`) is the same model in every run, so its own "
                     "run-to-run spread is not in the interval.", "",
                     replicates, ""]
-        by_language = replicate_language_table(results, cells, dataset, variants) \
+        by_language = replicate_language_table(results, cells, dataset, variants=variants) \
             if dataset in ("xquad", "wikiann") else ""
         if by_language:
             out += [f"### The same against base, per language ({(QA_DATASETS | NER_DATASETS)[dataset]} F1)", "",
@@ -627,7 +627,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
                     "sets is the one difference (a variant of a variant meets the arm its `against:` names). "
                     + SEED_PAIRING, "",
                     changed, ""]
-        single = single_run_table(results, cells, dataset, variants)
+        single = single_run_table(results, cells, dataset, variants=variants)
         if single:
             out += [f"## Arms pre-trained once, against base ({name})", "",
                     SEED_PAIRING, "", single, ""]
@@ -637,7 +637,7 @@ def build_report(results: str | Path, title: str = "") -> Path:
         for dataset, name in COMPARED_DATASETS:
             if any(seed_averages(results, c.arm, c.setting, dataset) for c in cells if c.task == task_of(dataset)):
                 out += [f"## Against `{reference}` (the same seeds; {name})", "",
-                        reference_table(results, reference, cells, dataset, variants)
+                        reference_table(results, reference, cells, dataset, variants=variants)
                         if reference.is_dir()
                         else f"(the reference folder {reference} is not here)\n", ""]
                 # the reference's own paired differences over pre-training runs, on this experiment's seeds
@@ -651,21 +651,22 @@ def build_report(results: str | Path, title: str = "") -> Path:
                     out += [f"### `{reference}` over its pre-training runs, on this experiment's settings and "
                             "seeds", "", there, ""]
     if any(c.setting == "zero-shot" for c in cells):
-        out += ["## Averages over languages (zero-shot, fine-tuned on English)", "", average_table(cells, variants), ""]
-    ablation, few_shot = ablation_table(cells, k, variants), few_shot_table(cells, variants=variants)
+        out += ["## Averages over languages (zero-shot, fine-tuned on English)", "",
+                average_table(cells, variants=variants), ""]
+    ablation, few_shot = ablation_table(cells, k, variants=variants), few_shot_table(cells, variants=variants)
     if ablation:
         out += ["## Ablation", "", ablation, ""]
     if few_shot:
         out += ["## Few-shot XQuAD F1 (average over languages, mean ± std over seeds)", "", few_shot, ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in made if p] + [""]
-    seeds = per_seed_table(results, cells, variants)
+    seeds = per_seed_table(results, cells, variants=variants)
     if seeds:
         out += ["## Few-shot F1 per fine-tuning seed (averaged over languages)", "", seeds, ""]
-    losses = training_loss_table(results, cells, variants)
+    losses = training_loss_table(results, cells, variants=variants)
     if losses:
         out += ["## Few-shot training loss (mean of the 5 steps up to each step count, then over seeds)", "",
                 losses, ""]
-    rows = _pretrain_rows(results, variants)
+    rows = _pretrain_rows(results, variants=variants)
     if rows:
         out += ["## Pre-training (the same budget for every arm)", "",
                 "| arm | steps | seconds | losses, first step → mean of the steps logged in the last quarter | "
