@@ -418,6 +418,24 @@ def test_replicate_and_variant_arms_are_pre_trained_with_their_own_seed_data_and
         load_grid(grid_file)
 
 
+def test_the_best_variant_config_pretrains_as_the_grid_measured_it():
+    """`clism pretrain --config configs/pretrain-cpu-30k.yaml` is how a user gets the best variant: it must learn
+    with the settings of the end-point grid's llrd-30k runs, whose gains the README reports; only the data, the
+    output folder and the seed are the user's."""
+    from pathlib import Path
+
+    from clism.config import from_dict, load_file
+    from clism.experiments.grid import arm_pretrain_options
+    from clism.pretraining.options import PretrainOptions
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    measured = arm_pretrain_options(load_grid(configs / "reproduce-cpu-end-point.yaml"), "llrd-30k-p2")
+    user = from_dict(PretrainOptions, load_file(configs / "pretrain-cpu-30k.yaml"), "pretrain-cpu-30k").resolved()
+    assert (measured.layer_lr_decay, measured.max_steps * measured.batch_size, measured.mlm) == (0.8, 30_000, False)
+    assert measured.seed == 2 and user.seed == 1
+    assert {**user.learning_identity(), "seed": 2} == measured.learning_identity()
+
+
 def test_a_variant_builds_its_own_data_on_the_shared_alignment(tmp_path):
     """`variants: {name: {build_data: ...}}` measures a data option: the variant's instances
     come from the same pairs and the same stored links as the shared build's, so the arms

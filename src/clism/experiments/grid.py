@@ -316,19 +316,30 @@ def ensure_clism_data(grid: GridConfig, data_dir: str | None, run: int = 0, fami
     return out
 
 
-def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
-    """The encoder a cell of ``arm`` fine-tunes: the base model, or the arm's pre-trained one."""
-    from clism.pretraining.train import PretrainOptions, pretrain
+def arm_pretrain_options(grid: GridConfig, arm: str):
+    """How ``arm`` is pre-trained (resolved for the grid's encoder): the grid's pretrain section, overridden by
+    its variant's, its run's seed and its loss switches; None for base, which is not pre-trained."""
+    from clism.pretraining.options import PretrainOptions
 
     family, run = split_replicate(arm)
     variant = grid.variants.get(family, {})
     switches = ARMS[variant.get("arm", family)]
     if switches is None:
+        return None
+    return PretrainOptions(**{**grid.pretrain, **variant.get("pretrain", {}), **({"seed": run} if run else {}),
+                              "model": grid.model, "data": str(clism_data_dir(grid, run, family)),
+                              "out": str(Path(grid.work) / "pretrain" / arm), **switches}).resolved()
+
+
+def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
+    """The encoder a cell of ``arm`` fine-tunes: the base model, or the arm's pre-trained one."""
+    from clism.pretraining.train import pretrain
+
+    opts = arm_pretrain_options(grid, arm)
+    if opts is None:
         return grid.model
-    out = Path(grid.work) / "pretrain" / arm
-    opts = PretrainOptions(**{**grid.pretrain, **variant.get("pretrain", {}), **({"seed": run} if run else {}),
-                              "model": grid.model, "data": str(clism_data_dir(grid, run, family)), "out": str(out),
-                              **switches}).resolved()
+    family, run = split_replicate(arm)
+    out = Path(opts.out)
     check_same_budget(out, opts, arm)
     summary_path = out / "summary.json"
     done = summary_path.is_file() and json.loads(summary_path.read_text())["steps"] >= opts.max_steps
