@@ -163,6 +163,25 @@ def _fake_cell(results, arm, setting, f1_by_seed, english_dev=None):
         (seed_dir / "metrics.json").write_text(json.dumps({"seed": seed, "results": scored}))
 
 
+def test_a_figure_shows_each_arm_once_on_the_seeds_every_arm_has(tmp_path):
+    """The runs of an arm pre-trained several times are one line or bar, and every arm is read on the
+    fine-tuning seeds all arms shown have, so an arm with more seeds finished is not drawn from another sample."""
+    from clism.experiments.report import figure_series, few_shot_figure, read_cells
+
+    results = tmp_path / "results"
+    _fake_cell(results, "base", "k4", {1: (40, 30), 2: (42, 32), 3: (90, 90)})  # seed 3: only base has it
+    _fake_cell(results, "full-p1", "k4", {1: (41, 31), 2: (45, 35)})
+    _fake_cell(results, "full-p2", "k4", {1: (44, 34), 2: (46, 36), 3: (10, 10)})
+    _fake_cell(results, "mlm-only", "k8", {1: (20, 20)})  # another k: it does not narrow k4's seeds
+    cells = read_cells(results)
+    series = dict(figure_series(results, cells, "k4", "xquad", variants={}))
+    assert list(series) == ["base encoder", "CLISM+CACR+MLM (2 pre-training runs)"]
+    assert series["base encoder"] == [{"en": 40, "de": 30}, {"en": 42, "de": 32}]
+    assert [v["en"] for v in series["CLISM+CACR+MLM (2 pre-training runs)"]] == [41, 45, 44, 46]
+    assert list(dict(figure_series(results, cells, "k8", "xquad", variants={}))) == ["MLM only (control)"]
+    assert few_shot_figure(results, cells, tmp_path / "f.png", variants={}).read_bytes()[:4] == b"\x89PNG"
+
+
 def test_an_experiment_report_compares_seed_by_seed_with_its_reference_grid(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     reference, experiment = tmp_path / "results" / "small", tmp_path / "results" / "small-longer"

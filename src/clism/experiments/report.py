@@ -477,7 +477,37 @@ def _pyplot():
     return plt
 
 
-def few_shot_figure(cells: list[CellResult], path: Path, dataset: str = "xquad",
+def figure_series(results: Path, cells: list[CellResult], setting: str, dataset: str,
+                  *, variants: dict) -> list[tuple[str, list[dict[str, float]]]]:
+    """What a figure shows at one setting: [(label, [{language: F1} of each run and seed])], one entry per
+    arm, the runs of an arm pre-trained several times making one. Every entry is read on the fine-tuning
+    seeds that all of them have there, so the bars and points compare like with like, as the paired
+    tables do (a figure drawn while one arm has more seeds than another would mix samples)."""
+    from clism.experiments.grid import split_replicate
+
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for arm in arms_present(cells):
+        cell = _find(cells, "qa", arm, setting)
+        if cell and dataset in cell.summary:
+            family, run = split_replicate(arm)
+            groups.setdefault((family, True) if run else (arm, False), []).append(arm)
+    scores = {arm: seed_scores(results, arm, setting, dataset) for members in groups.values() for arm in members}
+    common = sorted(set.intersection(*(set(s) for s in scores.values()))) if scores else []
+    series = []
+    for (name, replicated), members in groups.items():
+        runs = f" ({len(members)} pre-training runs)" if replicated and len(members) > 1 else ""
+        label = arm_label(name if replicated and len(members) > 1 else members[0], variants) + runs
+        series.append((label, [scores[arm][seed] for arm in members for seed in common]))
+    return [(label, values) for label, values in series if values]
+
+
+def _finish(fig, ax, path: Path) -> None:
+    # the legend goes under the axes, where it can hide no point and no bar
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def few_shot_figure(results: Path, cells: list[CellResult], path: Path, dataset: str = "xquad",
                     *, variants: dict) -> Path | None:
     ks = few_shot_ks(cells)
     if not few_shot_scored(cells, dataset):
@@ -485,12 +515,15 @@ def few_shot_figure(cells: list[CellResult], path: Path, dataset: str = "xquad",
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for arm in arms_present(cells):
-        points = [(k, c.summary[dataset]["average"]) for k in ks
-                  if (c := _find(cells, "qa", arm, f"k{k}")) and dataset in c.summary]
-        if points:
-            ax.errorbar([k for k, _ in points], [s["f1_mean"] for _, s in points],
-                        yerr=[s["f1_std"] for _, s in points], marker="o", capsize=3, label=arm_label(arm, variants))
+    points: dict[str, list[tuple[int, float, float]]] = {}
+    for k in ks:
+        for label, values in figure_series(results, cells, f"k{k}", dataset, variants=variants):
+            averages = [statistics.fmean(v.values()) for v in values]
+            spread = statistics.stdev(averages) if len(averages) > 1 else 0.0
+            points.setdefault(label, []).append((k, statistics.fmean(averages), spread))
+    for label, line in points.items():
+        ax.errorbar([k for k, _, _ in line], [m for _, m, _ in line], yerr=[s for _, _, s in line],
+                    marker="o", capsize=3, label=label)
     for arm, style in (("base", ":"), ("full", "--")):
         paper = PAPER["few_shot_xquad_f1"][arm]
         ax.plot(list(paper), list(paper.values()), style, color="grey", label=f"paper: {arm_label(arm)} (XLM-R)")
@@ -498,39 +531,36 @@ def few_shot_figure(cells: list[CellResult], path: Path, dataset: str = "xquad",
     ax.set_xticks(sorted(set(ks) | {64, 128, 256, 512, 1024}))
     ax.get_xaxis().set_major_formatter(plt.FuncFormatter(lambda v, _: f"{int(v)}"))
     ax.set_xlabel("English training questions (k)")
-    ax.set_ylabel(f"{QA_DATASETS[dataset]} average F1 (mean ± std over seeds)")
-    ax.set_title(f"Few-shot cross-lingual QA: {QA_DATASETS[dataset]}")
-    ax.legend(fontsize=8)
+    ax.set_ylabel(f"{QA_DATASETS[dataset]} average F1\n(mean ± std over seeds and runs)")
+    ax.set_title(f"Few-shot cross-lingual QA: {QA_DATASETS[dataset]}\n"
+                 "(at each k, the fine-tuning seeds every arm shown has)", fontsize=10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _finish(fig, ax, path)
     plt.close(fig)
     return path
 
 
-def per_language_figure(cells: list[CellResult], setting: str, path: Path, dataset: str = "xquad",
+def per_language_figure(results: Path, cells: list[CellResult], setting: str, path: Path, dataset: str = "xquad",
                         *, variants: dict) -> Path | None:
-    present = [(arm, c) for arm in arms_present(cells)
-               if (c := _find(cells, "qa", arm, setting)) and dataset in c.summary]
+    present = figure_series(results, cells, setting, dataset, variants=variants)
     if not present:
         path.unlink(missing_ok=True)  # as in few_shot_figure
         return None
-    langs = [lang for lang in present[0][1].summary[dataset] if lang != "average" and "-" not in lang]
+    langs = [lang for lang in present[0][1][0] if "-" not in lang]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 4.2))
     width = 0.8 / len(present)
-    for i, (arm, cell) in enumerate(present):
-        stats = [cell.summary[dataset].get(lang, {"f1_mean": 0.0, "f1_std": 0.0}) for lang in langs]
-        ax.bar([j + i * width for j in range(len(langs))], [s["f1_mean"] for s in stats], width,
-               yerr=[s["f1_std"] for s in stats], capsize=2, label=arm_label(arm, variants))
+    for i, (label, values) in enumerate(present):
+        per_lang = [[v[lang] for v in values if lang in v] for lang in langs]
+        ax.bar([j + i * width for j in range(len(langs))], [statistics.fmean(f) if f else 0.0 for f in per_lang],
+               width, yerr=[statistics.stdev(f) if len(f) > 1 else 0.0 for f in per_lang], capsize=2, label=label)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(langs))], langs)
-    ax.set_ylabel("F1")
+    ax.set_ylabel("F1 (mean ± std over seeds and runs)")
     label = "zero-shot (English training set)" if setting == "zero-shot" else f"few-shot, k={setting[1:]}"
-    ax.set_title(f"{QA_DATASETS[dataset]} F1 per language, {label}")
-    ax.legend(fontsize=8)
+    ax.set_title(f"{QA_DATASETS[dataset]} F1 per language, {label}\n"
+                 "(the fine-tuning seeds every arm shown has)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _finish(fig, ax, path)
     plt.close(fig)
     return path
 
@@ -587,9 +617,11 @@ def build_report(results: str | Path, title: str = "") -> Path:
     figures = results / "figures"
     figures.mkdir(exist_ok=True)
     variants = grid.get("variants") or {}
-    made = [few_shot_figure(cells, figures / "few_shot_xquad.png", variants=variants),
-            per_language_figure(cells, f"k{k}", figures / f"xquad_per_language_k{k}.png", variants=variants),
-            per_language_figure(cells, "zero-shot", figures / "xquad_per_language_zero_shot.png", variants=variants)]
+    made = [few_shot_figure(results, cells, figures / "few_shot_xquad.png", variants=variants),
+            per_language_figure(results, cells, f"k{k}", figures / f"xquad_per_language_k{k}.png",
+                                variants=variants),
+            per_language_figure(results, cells, "zero-shot", figures / "xquad_per_language_zero_shot.png",
+                                variants=variants)]
     machine = json.loads((results / "machine.json").read_text()) if (results / "machine.json").is_file() else {}
     seconds, ledger = _wall_time(results)
     name = grid.get("name", results.name)
