@@ -126,6 +126,39 @@ def test_reproduce_runs_resumes_and_reports_from_results_alone(mirror, tmp_path,
         report.split("Rebuilt")[1].split("## How")[0].replace(str(results), str(moved))
 
 
+def test_base_seeds_are_copied_from_another_grid_only_after_one_matches_there(mirror, tmp_path, capsys):
+    """`reuse_base_from`: base is the same encoder in every grid, so a base cell whose seed, run here, matches
+    the other grid's in every prediction and score takes that grid's other seeds instead of running them."""
+    args = ["reproduce", "--tasks", "qa-few-shot", "--k", "3", "--arms", "base", "--data-dir", str(mirror)]
+    reference = tmp_path / "ref"
+    assert main(args + ["--grid", str(grid_file(reference))]) == 0
+    theirs = reference / "results" / "qa" / "base" / "k3"
+    assert sorted(p.name for p in theirs.glob("seed-*")) == ["seed-1", "seed-2"]
+    (theirs / "seed-2" / "predictions" / "marker").write_text("from the reference grid")
+
+    here = tmp_path / "here"
+    same = {"model": str(reference / "base"), "reuse_base_from": str(reference / "results")}  # the same encoder
+    assert main(args + ["--grid", str(grid_file(here, **same))]) == 0
+    ours = here / "results" / "qa" / "base" / "k3"
+    assert (ours / "seed-2" / "predictions" / "marker").is_file()  # copied, not run
+    assert json.loads((ours / "seed-2" / "metrics.json").read_text()) == \
+        json.loads((theirs / "seed-2" / "metrics.json").read_text())
+    assert [r["seed"] for r in json.loads((ours / "metrics.json").read_text())["per_seed"]] == [1, 2]
+    ledger = [json.loads(line) for line in (here / "results" / "ledger.jsonl").read_text().splitlines()]
+    assert [(r.get("seeds_copied"), r.get("seeds_run")) for r in ledger] == [([2], None), (None, [1])]
+
+    # a reference that does not match (here: a changed prediction) gives nothing: every seed runs
+    (theirs / "seed-1" / "predictions" / "xquad.de.json").write_text("{}")
+    again = tmp_path / "again"
+    assert main(args + ["--grid", str(grid_file(again, **same))]) == 0
+    assert not (again / "results" / "qa" / "base" / "k3" / "seed-2" / "predictions" / "marker").exists()
+    ledger = [json.loads(line) for line in (again / "results" / "ledger.jsonl").read_text().splitlines()]
+    assert [r.get("seeds_run") for r in ledger] == [[1, 2]]
+    capsys.readouterr()
+    assert main(args + ["--grid", str(grid_file(tmp_path / "bad", reuse_base_from=str(tmp_path / "nowhere")))]) == 2
+    assert "reuse_base_from" in capsys.readouterr().err and not (tmp_path / "bad" / "results").exists()
+
+
 def test_an_arm_pre_trained_with_other_settings_is_refused(mirror, tmp_path):
     from clism.experiments.grid import ensure_arm
 

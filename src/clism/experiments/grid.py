@@ -148,6 +148,11 @@ class GridConfig:
     ner: NERBudget = field(default_factory=NERBudget)
     # an experiment's reference: another grid's results folder, compared seed by seed in the report
     compare_with: str = ""
+    # another grid's results folder whose base cells this grid takes over where they are the same: base is the
+    # same encoder everywhere, so a base cell whose first seed, run here, matches the seed there in every
+    # prediction file, score and training loss (same settings, sample and seed) has its other seeds copied
+    # from there instead of run again, and ledger.jsonl says so; a cell that does not match runs every seed
+    reuse_base_from: str = ""
     # arms beyond the fixed ones: {name: {arm: <the arm whose losses it uses>, label: ..., pretrain: {...}}},
     # pre-trained with the grid's pretrain section overridden by its own
     variants: dict = field(default_factory=dict)
@@ -408,6 +413,61 @@ def check_one_model(grid: GridConfig, cell: Cell, model: str, done: list[int]) -
         (arm_dir / MODEL_FINGERPRINT).write_text(digest.hexdigest() + "\n")
 
 
+def reuse_base_seeds(grid: GridConfig, cell: Cell, model: str, data_dir: str | None, done: list[int]) -> dict:
+    """Copy a base cell's pending seeds from ``grid.reuse_base_from`` once one seed run in both matches there
+    (see ``GridConfig.reuse_base_from``), running that seed first when this grid has none of the reference's
+    yet. Returns the ledger record of the copy ({} when nothing was copied)."""
+    from clism.files import atomic_folder
+    from clism.tasks.runs import finished_seed_numbers
+
+    if cell.arm != "base" or not grid.reuse_base_from:
+        return {}
+    reference = Path(grid.reuse_base_from) / cell.task / cell.arm / cell.setting
+    theirs = finished_seed_numbers(reference)
+    pending = [s for s in cell.seeds if s not in done and s in theirs]
+    if not pending:
+        return {}
+    checked = next((s for s in done if s in theirs), pending[0])
+    if checked not in done:
+        log.info("%s: running seed %d to compare with %s before copying seeds from there", cell.name, checked,
+                 reference)
+        run_cell(grid, dataclasses.replace(cell, seeds=[checked]), model, data_dir)
+    mismatch = first_difference(cell_dir(grid, cell) / f"seed-{checked}", reference / f"seed-{checked}")
+    if mismatch:
+        log.warning("%s: seed %d differs from %s (%s): every seed runs here", cell.name, checked, reference,
+                    mismatch)
+        return {}
+    copied = [s for s in pending if s != checked]
+    for seed in copied:
+        with atomic_folder(cell_dir(grid, cell) / f"seed-{seed}") as into:
+            shutil.copytree(reference / f"seed-{seed}", into, dirs_exist_ok=True)
+    log.info("%s: seed %d matched %s; copied seeds %s from there", cell.name, checked, reference, copied)
+    return {"seeds_copied": copied, "copied_from": str(reference),
+            "why": f"base is the same encoder; seed {checked}, run here, matched the reference in every prediction "
+                   "file, score and training loss", "seconds": 0} if copied else {}
+
+
+def first_difference(ours: Path, theirs: Path) -> str:
+    """How two runs of one seed differ ("" when they do not): their scores and training losses
+    (metrics.json), and every prediction file, byte for byte. Timings are not compared."""
+    mine, other = (_without_timings(json.loads((d / "metrics.json").read_text())) for d in (ours, theirs))
+    if mine != other:
+        return "metrics.json: " + ", ".join(sorted(k for k in set(mine) | set(other) if mine.get(k) != other.get(k)))
+    files = [sorted(p.relative_to(d / "predictions") for p in (d / "predictions").rglob("*") if p.is_file())
+             for d in (ours, theirs)]
+    if files[0] != files[1]:
+        return "not the same prediction files"
+    changed = [str(f) for f in files[0] if (ours / "predictions" / f).read_bytes()
+               != (theirs / "predictions" / f).read_bytes()]
+    return f"predictions differ: {', '.join(changed)}" if changed else ""
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if "per_second" not in k and "seconds" not in k}
+    return value
+
+
 def append_ledger(grid: GridConfig, record: dict) -> None:
     path = Path(grid.results) / "ledger.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -471,9 +531,13 @@ def run_pending(grid: GridConfig, cells: list[Cell], data_dir: str | None) -> li
         model = ensure_arm(grid, cell.arm, data_dir)
         check_one_model(grid, cell, model, done)
         started = time.time()
-        run_cell(grid, cell, model, data_dir)
+        reused = reuse_base_seeds(grid, cell, model, data_dir, done)
+        if reused:
+            append_ledger(grid, {"cell": cell.name, **reused})
+        copied = reused.get("seeds_copied", [])
+        run_cell(grid, cell, model, data_dir)  # the seeds neither finished nor copied, then the cell's summary
         seconds = round(time.time() - started, 1)
-        append_ledger(grid, {"cell": cell.name, "seeds_run": [s for s in cell.seeds if s not in done],
+        append_ledger(grid, {"cell": cell.name, "seeds_run": [s for s in cell.seeds if s not in done + copied],
                              "seconds": seconds})
         statuses.append((cell, f"ran in {seconds:.0f} s"))
     return statuses
@@ -491,6 +555,10 @@ def reproduce(opts: ReproduceOptions) -> list[tuple[Cell, str]]:
                         for s in c.seeds})
         raise ConfigError(f"--seeds {opts.seeds}: no cell of {opts.grid} (with these arms, tasks and k) has "
                           f"them; its seeds are {known}")
+    if grid.reuse_base_from and not Path(grid.reuse_base_from, "qa").is_dir() \
+            and not Path(grid.reuse_base_from, "ner").is_dir():
+        raise ConfigError(f"{opts.grid}: reuse_base_from: {grid.reuse_base_from} holds no grid results (qa/ or ner/); "
+                          "give another grid's results folder, relative to where clism runs, or remove the key")
     if opts.dry_run:
         return [(cell, "done" if len(done := finished_seeds(grid, cell)) == len(cell.seeds)
                  else f"{len(done)}/{len(cell.seeds)} seeds") for cell in cells]
