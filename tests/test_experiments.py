@@ -566,21 +566,29 @@ def test_a_new_machine_rebuilds_a_grids_data_byte_for_byte_from_the_links_in_its
 
 def test_an_arm_never_mixes_seeds_from_two_pretrainings(tmp_path):
     """An arm pre-trained again (a new machine) is another model: its seeds may not join the
-    arm's results whose finished seeds came from the first one. The record is made before the
-    first seed, so a session stopped mid-cell resumes on the same machine."""
+    arm's results whose finished seeds came from the first one, in any task, and its log may not
+    replace the first one's pre-training record. The record is made before the first seed, so a
+    session stopped mid-cell resumes on the same machine."""
     import pytest
 
     from clism.config import ConfigError
-    from clism.experiments.grid import MODEL_FINGERPRINT, Cell, GridConfig, check_one_model
+    from clism.experiments.grid import MODEL_FINGERPRINT, Cell, GridConfig, check_one_model, keep_pretraining_record
 
     grid = GridConfig(results=str(tmp_path / "results"))
     cell, other_k = Cell("qa", "full", "k8", [1, 2]), Cell("qa", "full", "k16", [1])
     model = tmp_path / "pretrain" / "model"
     model.mkdir(parents=True)
     (model / "model.safetensors").write_bytes(b"first pre-training")
-    check_one_model(grid, cell, str(model), done=[])  # seed 1 about to run: recorded now
+    (model.parent / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    digest = check_one_model(grid, cell, str(model), done=[])  # seed 1 about to run: recorded now
     record = tmp_path / "results" / "qa" / "full" / MODEL_FINGERPRINT
-    assert record.is_file()
+    assert record.read_text().strip() == digest
+    keep_pretraining_record(grid, "full", str(model), digest)
+    kept_log = tmp_path / "results" / "pretrain" / "full" / "log.jsonl"
+    assert kept_log.read_text() == '{"step": 1, "loss": 2.0}\n'
+    (model.parent / "log.jsonl").write_text('{"step": 1, "loss": 2.0, "seconds": 9}\n')  # the same model, rerun
+    keep_pretraining_record(grid, "full", str(model), digest)
+    assert kept_log.read_text() == '{"step": 1, "loss": 2.0}\n'  # the record of the model is kept as it was
     (tmp_path / "results/qa/full/k8/seed-1").mkdir(parents=True)
     (tmp_path / "results/qa/full/k8/seed-1/metrics.json").write_text("{}")  # the session stops after seed 1
     check_one_model(grid, cell, str(model), done=[1])  # the same model: seed 2 may join
@@ -589,7 +597,11 @@ def test_an_arm_never_mixes_seeds_from_two_pretrainings(tmp_path):
         check_one_model(grid, cell, str(model), done=[1])
     with pytest.raises(ConfigError, match="would mix two models"):  # nor may another cell of the arm
         check_one_model(grid, other_k, str(model), done=[])
-    record.unlink()  # seeds without any record: refused too
+    with pytest.raises(ConfigError, match="weights differ"):  # nor a cell of another task, nor its pre-training log
+        check_one_model(grid, Cell("ner", "full", "zero-shot", [1]), str(model), done=[])
+    assert not (tmp_path / "results" / "ner" / "full").exists()
+    for kept in (tmp_path / "results").glob(f"*/full/{MODEL_FINGERPRINT}"):
+        kept.unlink()  # seeds without any record: refused too
     with pytest.raises(ConfigError, match="no fingerprint recorded"):
         check_one_model(grid, other_k, str(model), done=[])
     assert check_one_model(grid, Cell("qa", "base", "k8", [1, 2]), "multilingual-e5-small-q4", done=[1]) is None

@@ -354,11 +354,6 @@ def ensure_arm(grid: GridConfig, arm: str, data_dir: str | None) -> str:
         started = time.time()
         pretrain(opts)
         append_ledger(grid, {"cell": f"pretrain/{arm}", "seconds": round(time.time() - started, 1)})
-    keep = Path(grid.results) / "pretrain" / arm
-    keep.mkdir(parents=True, exist_ok=True)
-    for name in ("summary.json", "log.jsonl", "config.yaml", "environment.json"):
-        if (out / name).is_file():
-            shutil.copyfile(out / name, keep / name)
     return str(out / "model")
 
 
@@ -383,34 +378,66 @@ def check_same_budget(out: Path, opts, arm: str) -> None:
 MODEL_FINGERPRINT = "pretrained-model.sha256"
 
 
-def check_one_model(grid: GridConfig, cell: Cell, model: str, done: list[int]) -> None:
-    """Every seed of every cell of an arm must fine-tune one pre-trained model. An arm
-    pre-trained again (a new machine: no checkpoint, a fresh eflomal run) is another model;
-    adding its seeds to the arm's results would mix the two without a word. The SHA-256 of the
-    weights is recorded beside the arm's cells (``<results>/<task>/<arm>/``) before its first
-    seed runs, so a session stopped mid-cell resumes; a cell-level record (grids run before
-    this rule) is read as the arm's."""
+def model_fingerprint(model: str) -> str | None:
+    """SHA-256 of a pre-trained model's weights; None for the base encoder (the same on every machine)."""
     weights = Path(model) / "model.safetensors"
-    if not weights.is_file():  # the base encoder: the same on every machine
-        return
+    if not weights.is_file():
+        return None
     import hashlib
 
     digest = hashlib.sha256()
     with open(weights, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 24), b""):
             digest.update(block)
-    arm_dir = cell_dir(grid, cell).parent
-    records = [arm_dir / MODEL_FINGERPRINT] + sorted(arm_dir.glob(f"*/{MODEL_FINGERPRINT}"))
-    recorded = {p.read_text().strip() for p in records if p.is_file()}
+    return digest.hexdigest()
+
+
+def check_one_model(grid: GridConfig, cell: Cell, model: str, done: list[int]) -> str | None:
+    """Every seed of every cell of an arm, in every task, must fine-tune one pre-trained model. An
+    arm pre-trained again (a new machine: no checkpoint, a fresh eflomal run) is another model;
+    adding its seeds to the arm's results, or its NER cells beside QA cells of the first one,
+    would mix the two without a word. The SHA-256 of the weights is recorded beside the arm's
+    cells (``<results>/<task>/<arm>/``) before its first seed runs, so a session stopped mid-cell
+    resumes; a cell-level record (grids run before this rule) is read as the arm's. Returns the
+    fingerprint (None for the base encoder)."""
+    digest = model_fingerprint(model)
+    if digest is None:
+        return None
+    results, arm_dir = Path(grid.results), cell_dir(grid, cell).parent
+    records = sorted(results.glob(f"*/{cell.arm}/{MODEL_FINGERPRINT}")) + sorted(
+        results.glob(f"*/{cell.arm}/*/{MODEL_FINGERPRINT}"))
+    other = next((p for p in records if p.read_text().strip() != digest), None)
     finished = done or any(arm_dir.glob("*/seed-*/metrics.json"))
-    if (recorded and recorded != {digest.hexdigest()}) or (finished and not recorded):
-        raise ConfigError(f"{cell.name}: the seeds in {arm_dir} were fine-tuned from another pre-training of arm "
-                          f"{cell.arm} ({'weights differ' if recorded else 'no fingerprint recorded'}); adding "
-                          f"seeds from {model} would mix two models. Move {arm_dir} aside to run the arm again "
-                          "from this model")
+    if other:
+        why = f"{other} records another pre-training of arm {cell.arm} (weights differ)"
+    elif finished and not any(p.is_relative_to(arm_dir) for p in records):
+        why = f"the seeds in {arm_dir} have no fingerprint recorded"
+    else:
+        why = ""
+    if why:
+        raise ConfigError(f"{cell.name}: {why}; fine-tuning {model} here would mix two models. Move the arm's "
+                          f"results ({results}/*/{cell.arm}) aside to run the arm again from this model")
     if not (arm_dir / MODEL_FINGERPRINT).is_file():
         arm_dir.mkdir(parents=True, exist_ok=True)
-        (arm_dir / MODEL_FINGERPRINT).write_text(digest.hexdigest() + "\n")
+        (arm_dir / MODEL_FINGERPRINT).write_text(digest + "\n")
+    return digest
+
+
+def keep_pretraining_record(grid: GridConfig, arm: str, model: str, digest: str) -> None:
+    """Copy how ``arm`` was pre-trained (its log, summary, settings, machine) into
+    ``<results>/pretrain/<arm>/``, with the fingerprint of the model they describe. Called only
+    once :func:`check_one_model` has accepted the model, so a pre-training that differs from the
+    one the arm's results came from never overwrites that one's record; a record of this same
+    model is left as it is (a new machine would only change its timings)."""
+    out, keep = Path(model).parent, Path(grid.results) / "pretrain" / arm
+    fingerprint = keep / MODEL_FINGERPRINT
+    if fingerprint.is_file() and fingerprint.read_text().strip() == digest:
+        return
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in ("summary.json", "log.jsonl", "config.yaml", "environment.json"):
+        if (out / name).is_file():
+            shutil.copyfile(out / name, keep / name)
+    fingerprint.write_text(digest + "\n")
 
 
 def reuse_base_seeds(grid: GridConfig, cell: Cell, model: str, data_dir: str | None, done: list[int]) -> dict:
@@ -529,7 +556,9 @@ def run_pending(grid: GridConfig, cells: list[Cell], data_dir: str | None) -> li
             continue
         log.info("cell %d/%d: %s (seeds %s; %d already finished)", i, len(cells), cell.name, cell.seeds, len(done))
         model = ensure_arm(grid, cell.arm, data_dir)
-        check_one_model(grid, cell, model, done)
+        digest = check_one_model(grid, cell, model, done)
+        if digest:
+            keep_pretraining_record(grid, cell.arm, model, digest)
         started = time.time()
         reused = reuse_base_seeds(grid, cell, model, data_dir, done)
         if reused:
