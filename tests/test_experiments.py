@@ -391,6 +391,9 @@ def test_replicated_arms_get_paired_wikiann_differences_over_pretraining_runs(tm
     wikiann = report.split("## Paired differences over pre-training runs (WikiAnn")[1].split("\n## ")[0]
     assert "| CLISM+CACR+MLM | k64 | base encoder | 1 × 1 | +2.00 | +2.00 (one run) | +2.00 |" in xquad
     assert "zero-shot" not in xquad and "k64" not in wikiann
+    # CoNLL, scored by the same English tagger, is paired the same way (every arm scores es 0 here)
+    conll = report.split("## Paired differences over pre-training runs (CoNLL-2002")[1].split("\n## ")[0]
+    assert "| CLISM+CACR+MLM | zero-shot | base encoder | 3 × 1 | +0.00, +0.00, +0.00 |" in conll
 
 
 def test_a_replicated_variant_meets_the_run_of_the_arm_it_changes_with_the_same_number(tmp_path):

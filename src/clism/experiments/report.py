@@ -247,7 +247,9 @@ COMPARED_DATASETS = (("xquad", "XQuAD F1 averaged over languages"),
                      ("xling-dev", "xling-dev F1: TyDiQA-GoldP train questions in languages other than English "
                                    "(Korean, Swahili in the mirror), never trained on: where cross-lingual "
                                    "settings are chosen"),
-                     ("wikiann", "WikiAnn NER F1 averaged over languages, fine-tuned on English"))
+                     ("wikiann", "WikiAnn NER F1 averaged over languages, fine-tuned on English"),
+                     ("conll2002", "CoNLL-2002 NER F1 (es, nl), the same English WikiAnn tagger"),
+                     ("conll2003", "CoNLL-2003 NER F1 (en, de), the same English WikiAnn tagger"))
 
 
 def variant_parent(results: Path, variant: str, setting: str, variants: dict, task: str = "qa") -> str:
